@@ -1,0 +1,31 @@
+"""Errors a user can cause, each with a message that says what to do.
+
+Every error raised on purpose by cytolens is a :class:`CytolensError`; the CLI
+prints its message on one line and exits non-zero, the server answers 4xx.
+"""
+
+from __future__ import annotations
+
+
+class CytolensError(Exception):
+    """Base class for every error a user of cytolens can cause."""
+
+
+class ImageReadError(CytolensError):
+    """A file is missing, is not an image, or cannot be decoded."""
+
+
+class InvalidImageError(CytolensError):
+    """An image has unsupported dimensions, is empty/constant, or holds NaNs."""
+
+
+class InvalidParameterError(CytolensError, ValueError):
+    """A parameter is out of range or of the wrong kind."""
+
+
+class UnknownModelError(CytolensError):
+    """A model name or path does not resolve to a model package."""
+
+
+class OutputExistsError(CytolensError):
+    """An output file exists and overwriting was not asked for."""

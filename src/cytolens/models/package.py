@@ -1,0 +1,124 @@
+"""Model packages: a folder with ``model.json`` + ``weights.safetensors``.
+
+``model.json`` describes everything needed to use the weights: task, schema,
+architecture and its arguments, input channels/axes, normalization, scale,
+post-processing defaults, training provenance and validation scores.
+
+Example
+-------
+>>> from cytolens.models import load
+>>> model = load("nuclei")  # doctest: +SKIP
+>>> model.meta["schema"]  # doctest: +SKIP
+'deep_watershed'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cytolens.errors import UnknownModelError
+from cytolens.nn import UNet
+
+FORMAT_VERSION = 1
+BUNDLED_DIR = Path(str(resources.files("cytolens.models") / "bundled"))
+
+
+@dataclass
+class ModelPackage:
+    """A loaded model: its metadata and its network (in eval mode)."""
+
+    meta: dict
+    network: torch.nn.Module
+    path: Path | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+
+def build_network(architecture: dict) -> torch.nn.Module:
+    """Build the network described by ``model.json``'s ``architecture`` entry."""
+    name = architecture.get("name")
+    if name != "unet":
+        raise UnknownModelError(f"unknown architecture {name!r}; this cytolens knows 'unet'")
+    return UNet(**architecture["args"])
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model.json").is_file())
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Folder of a bundled model name, a package folder, or an extracted ``.zip`` package."""
+    candidate = Path(name_or_path)
+    if candidate.is_dir() and (candidate / "model.json").is_file():
+        return candidate
+    if candidate.is_file() and candidate.suffix == ".zip":
+        target = Path(tempfile.mkdtemp(prefix="cytolens-model-"))
+        with zipfile.ZipFile(candidate) as archive:
+            archive.extractall(target)
+        inner = [p.parent for p in target.rglob("model.json")]
+        if not inner:
+            raise UnknownModelError(f"{candidate} holds no model.json: not a cytolens model package")
+        return inner[0]
+    bundled = BUNDLED_DIR / str(name_or_path)
+    if (bundled / "model.json").is_file():
+        return bundled
+    known = ", ".join(bundled_models()) or "none"
+    raise UnknownModelError(
+        f"unknown model {str(name_or_path)!r}: give a bundled name ({known}) or a model package folder/.zip")
+
+
+def read_meta(name_or_path: str | os.PathLike) -> dict:
+    return json.loads((resolve(name_or_path) / "model.json").read_text())
+
+
+def load(name_or_path: str | os.PathLike = "nuclei") -> ModelPackage:
+    """Load a model package (no network access: bundled weights live in the package)."""
+    folder = resolve(name_or_path)
+    meta = json.loads((folder / "model.json").read_text())
+    if meta.get("format_version", 1) > FORMAT_VERSION:
+        raise UnknownModelError(f"{folder} needs a newer cytolens (format {meta['format_version']})")
+    weights = folder / "weights.safetensors"
+    if not weights.is_file():
+        raise UnknownModelError(f"{folder} has no weights.safetensors")
+    network = build_network(meta["architecture"])
+    network.load_state_dict(load_file(str(weights)))
+    network.eval()
+    return ModelPackage(meta=meta, network=network, path=folder)
+
+
+def save(folder: str | os.PathLike, meta: dict, state_dict: dict, extra_files: dict[str, Path] | None = None) -> Path:
+    """Write a package folder atomically (temporary folder, then rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    (staging / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(staging / "weights.safetensors"))
+    for name, source in (extra_files or {}).items():
+        if Path(source).is_file():
+            shutil.copyfile(source, staging / name)
+    if folder.exists():
+        backup = folder.with_name(folder.name + ".previous")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(folder, backup)
+        os.replace(staging, folder)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staging, folder)
+    return folder

@@ -1,0 +1,5 @@
+"""PyTorch building blocks and architectures."""
+
+from cytolens.nn.unet import UNet, UNetConfig, receptive_field, unet_receptive_field
+
+__all__ = ["UNet", "UNetConfig", "receptive_field", "unet_receptive_field"]

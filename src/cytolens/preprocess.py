@@ -1,0 +1,157 @@
+"""Normalization, channel handling, rescaling and tiled prediction.
+
+Everything here is numpy in, numpy out, and stateless between calls (safe in a
+server). Torch is only touched by :func:`predict_tiled` through the callable it is
+given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cytolens.errors import InvalidImageError, InvalidParameterError
+
+
+def normalize_percentile(
+    image: np.ndarray, low: float = 1.0, high: float = 99.8, eps: float = 1e-6
+) -> np.ndarray:
+    """Map the ``low`` and ``high`` percentiles of ``image`` to 0 and 1 (float32).
+
+    Percentiles are taken over all pixels and channels together, so the colour
+    balance of an RGB image is kept. Values outside are not clipped.
+
+    Examples
+    --------
+    >>> x = np.arange(101, dtype=float)
+    >>> y = normalize_percentile(x, 0, 100)
+    >>> float(y[0]), float(y[-1])
+    (0.0, 1.0)
+    """
+    if not 0 <= low < high <= 100:
+        raise InvalidParameterError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, [low, high])
+    return (image - lo) / max(hi - lo, eps)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Return an image as ``(Y, X, 3)``: grayscale is repeated, alpha is dropped.
+
+    Accepts ``(Y, X)``, ``(Y, X, 1)``, ``(Y, X, 3)`` and ``(Y, X, 4)``.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        if image.shape[2] == 1:
+            return np.repeat(image, 3, axis=2)
+        return image[..., :3]
+    raise InvalidImageError(
+        f"expected a 2D image (Y, X) or (Y, X, C) with C in 1, 3, 4; got shape {image.shape}"
+    )
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an image for segmentation: finite, not empty, not constant."""
+    image = np.asarray(image)
+    if image.size == 0 or min(image.shape[:2]) < 1:
+        raise InvalidImageError(f"image is empty (shape {image.shape})")
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+        raise InvalidImageError(f"image has a non-numeric dtype {image.dtype}")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise InvalidImageError("image contains NaN or infinite values; replace them first")
+    if image.min() == image.max():
+        raise InvalidImageError("image is constant (all pixels equal): there is nothing to segment")
+    return image
+
+
+def rescale(image: np.ndarray, scale: float, order: int = 1) -> np.ndarray:
+    """Resize the two spatial axes of a ``(Y, X[, C])`` image by ``scale``.
+
+    ``order=0`` (nearest) for label images, ``order=1`` (bilinear) for intensities.
+    """
+    if scale <= 0 or not np.isfinite(scale):
+        raise InvalidParameterError(f"scale must be a positive number, got {scale}")
+    if abs(scale - 1.0) < 1e-6:
+        return image
+    zoom = (scale, scale) + (1,) * (image.ndim - 2)
+    return ndi.zoom(image, zoom, order=order, mode="reflect" if order else "nearest", grid_mode=True)
+
+
+def resize_to(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """Resize the spatial axes of ``(C, Y, X)`` or ``(Y, X)`` data to exactly ``shape``."""
+    spatial = image.shape[-2:]
+    if tuple(spatial) == tuple(shape):
+        return image
+    zoom = (1,) * (image.ndim - 2) + (shape[0] / spatial[0], shape[1] / spatial[1])
+    out = ndi.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    return out[..., : shape[0], : shape[1]]
+
+
+def _tile_starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def _blend_window(tile: tuple[int, int], overlap: int) -> np.ndarray:
+    """A separable ramp that is 1 inside and falls towards the tile edges."""
+    def ramp(n: int) -> np.ndarray:
+        w = np.ones(n, dtype=np.float32)
+        k = min(overlap, n // 2)
+        if k > 0:
+            edge = (np.arange(k, dtype=np.float32) + 0.5) / k
+            w[:k] = edge
+            w[n - k :] = edge[::-1]
+        return w
+
+    return np.outer(ramp(tile[0]), ramp(tile[1]))
+
+
+def predict_tiled(
+    predict: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    out_channels: int,
+    tile_size: int = 512,
+    overlap: int = 64,
+    size_divisor: int = 16,
+) -> np.ndarray:
+    """Apply ``predict`` to overlapping tiles of a ``(C, Y, X)`` image and blend.
+
+    ``predict`` maps a ``(C, y, x)`` tile (with ``y, x`` multiples of
+    ``size_divisor``) to ``(out_channels, y, x)``. Overlapping predictions are
+    averaged with a linear ramp, so tile seams do not show. Memory is bounded by
+    one tile plus the output.
+
+    Examples
+    --------
+    >>> img = np.random.default_rng(0).random((1, 100, 130)).astype(np.float32)
+    >>> out = predict_tiled(lambda t: t * 2, img, 1, tile_size=48, overlap=16)
+    >>> bool(np.allclose(out, img * 2, atol=1e-5))
+    True
+    """
+    if tile_size % size_divisor or tile_size <= 2 * overlap:
+        raise InvalidParameterError(
+            f"tile_size ({tile_size}) must be a multiple of {size_divisor} and > 2*overlap ({overlap})"
+        )
+    channels, height, width = image.shape
+    pad_y = max(0, -(-height // size_divisor) * size_divisor - height)
+    pad_x = max(0, -(-width // size_divisor) * size_divisor - width)
+    padded = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect" if min(height, width) > 1 else "edge")
+    tile_y, tile_x = min(tile_size, padded.shape[1]), min(tile_size, padded.shape[2])
+    step_y, step_x = max(tile_y - overlap, 1), max(tile_x - overlap, 1)
+    output = np.zeros((out_channels,) + padded.shape[1:], dtype=np.float32)
+    weights = np.zeros(padded.shape[1:], dtype=np.float32)
+    window = _blend_window((tile_y, tile_x), overlap if (tile_y < padded.shape[1] or tile_x < padded.shape[2]) else 0)
+    for y0 in _tile_starts(padded.shape[1], tile_y, step_y):
+        for x0 in _tile_starts(padded.shape[2], tile_x, step_x):
+            tile = padded[:, y0 : y0 + tile_y, x0 : x0 + tile_x]
+            output[:, y0 : y0 + tile_y, x0 : x0 + tile_x] += predict(tile) * window
+            weights[y0 : y0 + tile_y, x0 : x0 + tile_x] += window
+    output /= np.maximum(weights, 1e-8)
+    return output[:, :height, :width]

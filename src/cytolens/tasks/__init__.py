@@ -1,0 +1,1 @@
+"""Per-task target transforms and post-processing."""

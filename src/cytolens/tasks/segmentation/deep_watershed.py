@@ -1,0 +1,87 @@
+"""Deep watershed schema: predict foreground and inner distance, then watershed.
+
+The network has two output channels:
+
+0. foreground logit (sigmoid → probability that a pixel belongs to any object);
+1. inner-distance logit (sigmoid → normalized inner distance, 1 at an object's
+   centre, 0 at its border).
+
+Post-processing takes the connected regions where the distance exceeds
+``marker_threshold`` as markers (one per object) and grows them by watershed on
+the inverted distance inside the foreground mask. This is the DeepCell
+"deep watershed" idea (Bannon et al. 2021), with a per-object normalized distance.
+
+Example
+-------
+>>> import numpy as np
+>>> lab = np.zeros((32, 32), np.int32); lab[4:14, 4:14] = 1; lab[4:14, 14:26] = 2
+>>> fg, dist = targets(lab)
+>>> logit = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))
+>>> pred = postprocess(np.stack([logit(fg), logit(dist)]))
+>>> int(pred.max())
+2
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from cytolens.tasks.segmentation._common import (
+    check_labels,
+    normalized_inner_distance,
+    relabel_sequential,
+    remove_small_objects,
+)
+
+OUTPUT_CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class DeepWatershedParams:
+    """Post-processing thresholds; stored as defaults in a model package."""
+
+    foreground_threshold: float = 0.5
+    marker_threshold: float = 0.5
+    min_size: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def targets(labels: np.ndarray) -> np.ndarray:
+    """Training targets ``(2, Y, X)`` float32: foreground (0/1) and inner distance."""
+    labels = check_labels(labels)
+    foreground = (labels > 0).astype(np.float32)
+    return np.stack([foreground, normalized_inner_distance(labels)])
+
+
+def postprocess(
+    outputs: np.ndarray,
+    foreground_threshold: float = 0.5,
+    marker_threshold: float = 0.5,
+    min_size: int = 8,
+) -> np.ndarray:
+    """Turn network outputs ``(2, Y, X)`` into a label image ``(Y, X)`` uint32.
+
+    ``outputs[0]`` is the foreground logit, ``outputs[1]`` the inner-distance logit.
+    Foreground regions that hold no marker still become objects (if large enough),
+    so a faint object is never silently dropped because its peak was low.
+    """
+    outputs = np.asarray(outputs, dtype=np.float32)
+    if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
+        raise ValueError(f"expected outputs of shape (2, Y, X), got {outputs.shape}")
+    probability, distance = 1.0 / (1.0 + np.exp(-outputs))
+    mask = probability > foreground_threshold
+    markers, _ = ndi.label((distance > marker_threshold) & mask)
+    labels = watershed(-distance, markers, mask=mask)
+    orphans, n_orphans = ndi.label(mask & (labels == 0))
+    if n_orphans:
+        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    return remove_small_objects(relabel_sequential(labels), min_size)
+
+
+__all__ = ["DeepWatershedParams", "OUTPUT_CHANNELS", "targets", "postprocess", "check_labels"]

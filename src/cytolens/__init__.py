@@ -1,0 +1,11 @@
+"""cytolens: deep learning for cellular image analysis.
+
+>>> import cytolens
+>>> labels = cytolens.segment(image)  # doctest: +SKIP
+"""
+
+from cytolens.errors import CytolensError
+
+__version__ = "0.1.0"
+
+__all__ = ["CytolensError", "__version__"]

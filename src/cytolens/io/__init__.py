@@ -13,3 +13,13 @@ from cytolens.io.images import (
 
 __all__ = ["IMAGE_SUFFIXES", "atomic_write", "label_dtype", "list_images", "read_image", "write_image",
            "write_labels", "write_table"]
+
+from cytolens.io.ctc import (  # noqa: E402
+    ctc_frame_files,
+    read_ctc_masks,
+    read_ctc_tracks,
+    write_ctc_result,
+    write_ctc_tracks,
+)
+
+__all__ += ["ctc_frame_files", "read_ctc_masks", "read_ctc_tracks", "write_ctc_result", "write_ctc_tracks"]

@@ -1,48 +1,71 @@
 """Reading and writing images, label images and tables.
 
 ``read_image`` returns ``(Y, X)`` or ``(Y, X, C)`` arrays (channels last) for 2D
-images, and ``(T|Z, Y, X[, C])`` for stacks, in the file's dtype; a constant alpha
-channel is dropped. Writers never overwrite an existing file unless asked, and
-write to a temporary name in the same folder before renaming.
+images, and ``(T|Z, Y, X[, C])`` for stacks, in the file's dtype; an alpha channel
+that is constant (fully opaque, say) is dropped. Writers never overwrite an
+existing file unless asked, and write to a temporary name in the same folder
+before renaming, so a failed write leaves neither a partial file nor a temporary one.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from cytolens.errors import ImageReadError, InvalidImageError, OutputExistsError
+from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError, OutputExistsError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+# --- reading ---------------------------------------------------------------------------
 
 
 def _drop_constant_alpha(image: np.ndarray) -> np.ndarray:
-    if image.ndim >= 3 and image.shape[-1] == 4 and np.all(image[..., 3] == image[..., 3].flat[0]):
-        return image[..., :3]
+    """Drop the last channel (alpha) when it holds one value; gray + alpha becomes (Y, X)."""
+    alpha = image[..., -1]
+    if np.all(alpha == alpha.flat[0]):
+        image = image[..., :-1]
+        if image.shape[-1] == 1:
+            image = image[..., 0]
     return image
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
+def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, bool]:
+    """The first series, its axes, and whether its last sample is an alpha channel."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         image = series.asarray()
         axes = series.axes
-    return image, axes
+        page = series.keyframe
+        has_alpha = (page.photometric == tifffile.PHOTOMETRIC.RGB and page.samplesperpixel == 4) or any(
+            sample in (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+            for sample in page.extrasamples)
+    return image, axes, has_alpha
 
 
 def _to_channels_last(image: np.ndarray, axes: str | None) -> np.ndarray:
-    """Use OME/ImageJ axes when present: squeeze singleton axes, move C last."""
+    """Use OME/ImageJ/tifffile axes when present: squeeze singleton axes, move C last.
+
+    Samples (``S``, as in RGB) count as channels; when a file has both ``C`` and ``S``
+    they are merged into one channel axis (C-major).
+    """
     if not axes or len(axes) != image.ndim:
         return image
-    axes = axes.upper().replace("S", "C")
+    axes = axes.upper()
+    if "S" in axes and "C" in axes:
+        image = np.moveaxis(image, [axes.index("C"), axes.index("S")], [-2, -1])
+        image = image.reshape(image.shape[:-2] + (-1,))
+        axes = axes.replace("C", "").replace("S", "") + "C"
+    axes = axes.replace("S", "C")
     keep = [i for i, a in enumerate(axes) if image.shape[i] > 1 or a in "YX"]
     image = image.reshape([image.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
@@ -54,7 +77,26 @@ def _to_channels_last(image: np.ndarray, axes: str | None) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a TIFF/OME-TIFF, PNG or JPEG image as a numpy array, channels last.
 
-    Raises :class:`~cytolens.errors.ImageReadError` for a missing or undecodable file.
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.tif``/``.tiff`` (OME-TIFF and ImageJ TIFF included), ``.png``,
+        ``.jpg``/``.jpeg``, ``.bmp`` or ``.gif`` file.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` or ``(Y, X, C)`` for a 2D image, ``(T|Z, Y, X[, C])`` for a
+        stack, in the file's dtype. Axes of length 1 (other than Y and X) are
+        squeezed; an alpha channel that is constant is dropped, one that varies is
+        kept as the last channel.
+
+    Raises
+    ------
+    ImageReadError
+        The file is missing, is a folder, has an unsupported suffix or cannot be decoded.
+    InvalidImageError
+        The file holds an empty image.
 
     Examples
     --------
@@ -66,94 +108,279 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise ImageReadError(f"file not found: {path}")
+        raise ImageReadError(f"file not found: {path}; check the path and the current folder")
     if path.is_dir():
-        raise ImageReadError(f"{path} is a folder, not an image file")
+        raise ImageReadError(f"{path} is a folder, not an image file; pass one image file")
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ImageReadError(
+            f"{path}: unsupported file type {suffix or '(no suffix)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         if suffix in TIFF_SUFFIXES:
-            image, axes = _read_tiff(path)
+            image, axes, has_alpha = _read_tiff(path)
             image = _to_channels_last(image, axes)
-        elif suffix in OTHER_SUFFIXES:
+        else:
             import imageio.v3 as iio
 
-            image = np.asarray(iio.imread(path))
-        else:
-            raise ImageReadError(
-                f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    except ImageReadError:
-        raise
+            image = np.asarray(iio.imread(path, plugin="pillow"))
+            if image.ndim == 4 and image.shape[0] == 1:  # a single-frame GIF
+                image = image[0]
+            # imageio returns 2 channels for gray + alpha, 4 for RGB + alpha
+            has_alpha = image.ndim >= 3 and image.shape[-1] in (2, 4)
     except Exception as exc:  # decoders raise many types; the user needs one message
-        raise ImageReadError(f"cannot read {path} as an image: {exc}") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageReadError(
+            f"cannot read {path} as an image ({reason}); check that it is a valid {suffix} file, "
+            "not a damaged or renamed one") from None
     if image.size == 0:
         raise InvalidImageError(f"{path} holds an empty image (shape {image.shape})")
-    return _drop_constant_alpha(image)
+    return _drop_constant_alpha(image) if has_alpha else image
+
+
+# --- writing ---------------------------------------------------------------------------
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Call ``writer(tmp_path)`` and rename the result to ``path``.
 
-    Refuses (``OutputExistsError``) when ``path`` exists and ``overwrite`` is False.
+    The temporary file is a hidden file in the same folder with the same suffix;
+    it is removed when ``writer`` fails, and ``path`` is then left as it was.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; missing parent folders are created.
+    writer : callable
+        Writes the content to the path it is given.
+    overwrite : bool
+        Replace ``path`` when it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> _ = atomic_write(path, lambda tmp: tmp.write_text("hello"))
+    >>> path.read_text()
+    'hello'
     """
     path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; pass a file name to write to")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    # the writer creates the temporary file itself, so it gets the usual permissions
+    tmp = path.with_name(f".{path.stem}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         writer(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False, compression: str = "zlib") -> Path:
-    """Write an image (TIFF for ``.tif``/``.tiff``, otherwise by extension)."""
+def _check_axes(image: np.ndarray, axes: str | None) -> str | None:
+    """Validated axes, or the default: ``YX`` for 2D, ``YXC`` for 3D with at most 4
+    channels last, None (unknown) otherwise."""
+    if axes is None:
+        if image.ndim == 2:
+            return "YX"
+        if image.ndim == 3 and image.shape[-1] <= 4:
+            return "YXC"
+        return None
+    axes = axes.upper()
+    if len(axes) != image.ndim or len(set(axes)) != len(axes) or not set(axes) <= set("TZCYXQ") \
+            or axes.replace("C", "")[-2:] != "YX":
+        raise InvalidParameterError(
+            f"axes {axes!r} do not fit an image of shape {image.shape}: give one letter per dimension "
+            "from T, Z, C, Y, X (each once), ending in YX or YXC, e.g. 'ZYX' or 'TYXC'")
+    return axes
+
+
+def _write_tiff(tmp: Path, image: np.ndarray, axes: str | None, compression: str | None) -> None:
+    """uint8 (Y, X, 3) as RGB; other channel images with channels as planes (``...CYX``),
+    so other readers (Fiji, napari) see channels; axes are stored in the description."""
+    import tifffile
+
+    if axes == "YXC" and image.shape[-1] == 3 and image.dtype == np.uint8:
+        tifffile.imwrite(tmp, image, photometric="rgb", compression=compression)
+        return
+    if axes is not None and "C" in axes:
+        planar = axes.replace("C", "").replace("YX", "CYX")
+        image = np.moveaxis(image, axes.index("C"), planar.index("C"))
+        axes = planar
+    metadata = {"axes": axes} if axes else {}
+    tifffile.imwrite(tmp, image, photometric="minisblack", compression=compression, metadata=metadata)
+
+
+def _check_flat_image(path: Path, image: np.ndarray) -> None:
+    """PNG/JPEG/BMP/GIF hold 8-bit gray, gray + alpha, RGB or RGBA (PNG also 16-bit gray)."""
+    suffix = path.suffix.lower()
+    channels = (2, 3, 4) if suffix in (".png", ".gif") else (3,) if suffix in (".jpg", ".jpeg") else (3, 4)
+    shape_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in channels)
+    dtype_ok = image.dtype == np.uint8 or (suffix == ".png" and image.dtype == np.uint16 and image.ndim == 2)
+    if not (shape_ok and dtype_ok):
+        raise InvalidImageError(
+            f"cannot write a {image.dtype} image of shape {image.shape} as {suffix}: it holds uint8 (Y, X) or "
+            f"(Y, X, C) with C in {channels}" + (" (or uint16 (Y, X))" if suffix == ".png" else "")
+            + "; write a .tif to keep the data as it is, or convert it")
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False, compression: str | None = "zlib",
+                axes: str | None = None) -> Path:
+    """Write an image: TIFF for ``.tif``/``.tiff``, otherwise PNG/JPEG/BMP/GIF by suffix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output file; its suffix picks the format.
+    image : ndarray
+        ``(Y, X)``, ``(Y, X, C)`` channels last, or a stack such as ``(Z, Y, X)``.
+    overwrite : bool
+        Replace an existing file.
+    compression : str or None
+        TIFF compression (``"zlib"``, ``"lzw"``, ``"zstd"``, None, ...); ignored for other formats.
+    axes : str, optional
+        TIFF only: the image's axes, e.g. ``"ZYX"`` or ``"TYXC"``, stored in the file so
+        that :func:`read_image` gives the same array back. By default ``(Y, X)`` is
+        ``"YX"`` and a 3D image with at most 4 values on its last axis is ``"YXC"``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputExistsError
+        The file exists and ``overwrite`` is False.
+    InvalidParameterError
+        Unsupported suffix, or ``axes`` that do not fit the image.
+    InvalidImageError
+        An empty image, or one the format cannot hold (e.g. float32 as PNG).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> path = Path(tempfile.mkdtemp()) / "two_channels.tif"
+    >>> _ = write_image(path, np.zeros((4, 5, 2), dtype=np.float32))
+    >>> read_image(path).shape
+    (4, 5, 2)
+    """
     path = Path(path)
     image = np.asarray(image)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InvalidParameterError(
+            f"{path}: cannot write images as {suffix or '(no suffix)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if image.size == 0 or image.ndim < 2:
+        raise InvalidImageError(f"cannot write an image of shape {image.shape}: it needs at least Y and X")
+    if suffix in TIFF_SUFFIXES:
+        axes = _check_axes(image, axes)
 
         def writer(tmp: Path) -> None:
-            tifffile.imwrite(tmp, image, compression=compression)
+            _write_tiff(tmp, image, axes, compression)
     else:
+        if axes is not None and axes.upper() not in ("YX", "YXC"):
+            raise InvalidParameterError(f"{suffix} files hold (Y, X) or (Y, X, C) images, not axes {axes!r}")
+        _check_flat_image(path, image)
         import imageio.v3 as iio
 
         def writer(tmp: Path) -> None:
-            iio.imwrite(tmp, image, extension=path.suffix)
+            iio.imwrite(tmp, image, extension=suffix)
 
     return atomic_write(path, writer, overwrite)
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
-    """uint16 when the largest label fits, else uint32."""
+    """uint16 when the largest label fits, else uint32.
+
+    Examples
+    --------
+    >>> label_dtype(np.array([[0, 70000]]))
+    dtype('uint32')
+    """
     top = int(labels.max()) if labels.size else 0
     if top > np.iinfo(np.uint32).max:
-        raise InvalidImageError(f"label image has {top} objects: more than uint32 can hold")
+        raise InvalidImageError(f"label image has {top} objects: more than uint32 can hold; relabel it")
     return np.dtype(np.uint16) if top <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a label image as TIFF (uint16, or uint32 when > 65535 objects)."""
+    """Write a label image as TIFF: uint16, or uint32 when a label exceeds 65535.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output ``.tif`` file.
+    labels : ndarray of int, shape (Y, X) or a stack (T|Z, Y, X)
+        0 = background, each object one positive id.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InvalidImageError
+        ``labels`` are not non-negative integers.
+    OutputExistsError
+        The file exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> path = Path(tempfile.mkdtemp()) / "labels.tif"
+    >>> _ = write_labels(path, np.array([[0, 1], [2, 2]]))
+    >>> read_image(path).dtype
+    dtype('uint16')
+    """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise InvalidImageError("labels must be non-negative integers (0 = background)")
-    return write_image(path, labels.astype(label_dtype(labels)), overwrite=overwrite)
+        raise InvalidImageError(
+            f"labels must be non-negative integers (0 = background), got dtype {labels.dtype}"
+            + (f" with minimum {labels.min()}" if labels.size and np.issubdtype(labels.dtype, np.number) else "")
+            + "; for a boolean mask use skimage.measure.label(mask)")
+    axes = "YX" if labels.ndim == 2 else "Q" * (labels.ndim - 2) + "YX"  # labels have no channels
+    return write_image(path, labels.astype(label_dtype(labels)), overwrite=overwrite, axes=axes)
 
 
 def write_table(path: str | os.PathLike, table, overwrite: bool = False) -> Path:
-    """Write a pandas DataFrame as CSV (``.csv``) or Parquet (``.parquet``)."""
+    """Write a pandas DataFrame as CSV (``.csv``) or Parquet (``.parquet``/``.pq``), without its index.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> path = Path(tempfile.mkdtemp()) / "cells.csv"
+    >>> _ = write_table(path, pd.DataFrame({"label": [1, 2], "area": [10.0, 12.5]}))
+    >>> path.read_text().splitlines()
+    ['label,area', '1,10.0', '2,12.5']
+    """
+    import pandas as pd
+
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InvalidParameterError(
+            f"{path}: tables are written as {', '.join(TABLE_SUFFIXES)}, not {suffix or '(no suffix)'}")
+    if not isinstance(table, pd.DataFrame):
+        raise InvalidParameterError(f"write_table takes a pandas DataFrame, got {type(table).__name__}")
     if suffix == ".csv":
         return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False), overwrite)
-    if suffix in (".parquet", ".pq"):
-        return atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False), overwrite)
-    raise InvalidImageError(f"{path}: tables are written as .csv or .parquet, not {suffix or '(none)'}")
+    return atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False), overwrite)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

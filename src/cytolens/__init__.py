@@ -4,8 +4,9 @@
 >>> labels = cytolens.segment(image)  # doctest: +SKIP
 """
 
+from cytolens.api import measure, segment
 from cytolens.errors import CytolensError
 
 __version__ = "0.1.0"
 
-__all__ = ["CytolensError", "__version__"]
+__all__ = ["CytolensError", "__version__", "measure", "segment"]

@@ -99,18 +99,15 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _blend_window(tile: tuple[int, int], overlap: int) -> np.ndarray:
-    """A separable ramp that is 1 inside and falls towards the tile edges."""
-    def ramp(n: int) -> np.ndarray:
-        w = np.ones(n, dtype=np.float32)
-        k = min(overlap, n // 2)
-        if k > 0:
-            edge = (np.arange(k, dtype=np.float32) + 0.5) / k
-            w[:k] = edge
-            w[n - k :] = edge[::-1]
-        return w
-
-    return np.outer(ramp(tile[0]), ramp(tile[1]))
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    """1 inside, rising linearly over ``overlap`` pixels at both ends."""
+    w = np.ones(n, dtype=np.float32)
+    k = min(overlap, n // 2)
+    if k > 0:
+        edge = (np.arange(k, dtype=np.float32) + 0.5) / k
+        w[:k] = edge
+        w[n - k :] = edge[::-1]
+    return w
 
 
 def predict_tiled(
@@ -120,13 +117,17 @@ def predict_tiled(
     tile_size: int = 512,
     overlap: int = 64,
     size_divisor: int = 16,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Apply ``predict`` to overlapping tiles of a ``(C, Y, X)`` image and blend.
+    """Apply ``predict`` to overlapping tiles of an image and blend the results.
 
-    ``predict`` maps a ``(C, y, x)`` tile (with ``y, x`` multiples of
-    ``size_divisor``) to ``(out_channels, y, x)``. Overlapping predictions are
-    averaged with a linear ramp, so tile seams do not show. Memory is bounded by
-    one tile plus the output.
+    ``image`` is ``(C, Y, X)``, or any array whose tiles ``prepare`` turns into
+    ``(C, y, x)`` float32 (e.g. a ``(Y, X)`` uint8 image, normalized per tile, so
+    a huge image is never converted as a whole). Tiles cut from ``image[..., y, x]``
+    when ``prepare`` is None, else ``image[y, x, ...]``. ``predict`` maps a
+    ``(C, y, x)`` tile whose sides are multiples of ``size_divisor`` to
+    ``(out_channels, y, x)``. Overlaps are averaged with linear ramps, so seams
+    do not show; memory is one tile plus the ``(out_channels, Y, X)`` output.
 
     Examples
     --------
@@ -139,19 +140,33 @@ def predict_tiled(
         raise InvalidParameterError(
             f"tile_size ({tile_size}) must be a multiple of {size_divisor} and > 2*overlap ({overlap})"
         )
-    channels, height, width = image.shape
-    pad_y = max(0, -(-height // size_divisor) * size_divisor - height)
-    pad_x = max(0, -(-width // size_divisor) * size_divisor - width)
-    padded = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect" if min(height, width) > 1 else "edge")
-    tile_y, tile_x = min(tile_size, padded.shape[1]), min(tile_size, padded.shape[2])
-    step_y, step_x = max(tile_y - overlap, 1), max(tile_x - overlap, 1)
-    output = np.zeros((out_channels,) + padded.shape[1:], dtype=np.float32)
-    weights = np.zeros(padded.shape[1:], dtype=np.float32)
-    window = _blend_window((tile_y, tile_x), overlap if (tile_y < padded.shape[1] or tile_x < padded.shape[2]) else 0)
-    for y0 in _tile_starts(padded.shape[1], tile_y, step_y):
-        for x0 in _tile_starts(padded.shape[2], tile_x, step_x):
-            tile = padded[:, y0 : y0 + tile_y, x0 : x0 + tile_x]
-            output[:, y0 : y0 + tile_y, x0 : x0 + tile_x] += predict(tile) * window
-            weights[y0 : y0 + tile_y, x0 : x0 + tile_x] += window
+    channels_first = prepare is None
+    height, width = image.shape[-2:] if channels_first else image.shape[:2]
+    if prepare is None:
+        def prepare(tile):
+            return np.asarray(tile, dtype=np.float32)
+
+    def round_up(n: int) -> int:
+        return -(-n // size_divisor) * size_divisor
+
+    tile_y, tile_x = min(tile_size, round_up(height)), min(tile_size, round_up(width))
+    output = np.zeros((out_channels, height, width), dtype=np.float32)
+    weights = np.zeros((height, width), dtype=np.float32)
+    for y0 in _tile_starts(height, tile_y, tile_y - overlap):
+        for x0 in _tile_starts(width, tile_x, tile_x - overlap):
+            y1, x1 = min(y0 + tile_y, height), min(x0 + tile_x, width)
+            region = image[..., y0:y1, x0:x1] if channels_first else image[y0:y1, x0:x1]
+            tile = prepare(region)
+            pad_y, pad_x = tile_y - (y1 - y0), tile_x - (x1 - x0)
+            if pad_y or pad_x:
+                mode = "reflect" if min(tile.shape[1:]) > max(pad_y, pad_x) else "symmetric"
+                tile = np.pad(tile, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
+            result = predict(tile)[:, : y1 - y0, : x1 - x0]
+            # ramps only where a neighbouring tile overlaps, so image borders keep full weight
+            wy = _ramp(tile_y, overlap)[: y1 - y0] if height > tile_y else np.ones(y1 - y0, np.float32)
+            wx = _ramp(tile_x, overlap)[: x1 - x0] if width > tile_x else np.ones(x1 - x0, np.float32)
+            window = np.outer(wy, wx)
+            output[:, y0:y1, x0:x1] += result * window
+            weights[y0:y1, x0:x1] += window
     output /= np.maximum(weights, 1e-8)
-    return output[:, :height, :width]
+    return output

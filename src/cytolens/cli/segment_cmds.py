@@ -1,7 +1,121 @@
-"""CLI commands (placeholder: registers nothing yet)."""
+"""``cytolens segment``, ``cytolens measure``, ``cytolens models``, ``cytolens demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from cytolens.cli._common import user_errors
+from cytolens.errors import InvalidParameterError, OutputExistsError
+
+models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
+
+
+def _outputs_for(image_path: Path, out_dir: Path) -> tuple[Path, Path]:
+    return out_dir / f"{image_path.stem}_labels.tif", out_dir / f"{image_path.stem}_cells.csv"
+
+
+@user_errors
+def segment(
+    images: list[Path] = typer.Argument(..., help="Image files (TIFF, PNG, JPEG) to segment."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv."),
+    model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
+    diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
+    tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
+    min_size: int | None = typer.Option(None, help="Drop objects smaller than this (model pixels)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Segment each image; write a label TIFF and a per-object measurement CSV for each."""
+    from tqdm.auto import tqdm
+
+    from cytolens import models
+    from cytolens.api import measure, segment as segment_api
+    from cytolens.io import read_image, write_labels, write_table
+
+    if output.exists() and not output.is_dir():
+        raise InvalidParameterError(f"output {output} exists and is not a folder")
+    if not overwrite:  # refuse before doing any work
+        for image_path in images:
+            for target in _outputs_for(image_path, output):
+                if target.exists():
+                    raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
+    package = models.load(model)
+    extra = {} if min_size is None else {"min_size": min_size}
+    total = 0
+    for image_path in tqdm(images, desc="segmenting", unit="image", disable=quiet):
+        image = read_image(image_path)
+        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, **extra)
+        labels_path, table_path = _outputs_for(image_path, output)
+        write_labels(labels_path, labels, overwrite=overwrite)
+        write_table(table_path, measure(labels, image), overwrite=overwrite)
+        total += int(labels.max())
+    if not quiet:
+        typer.echo(f"{total} objects in {len(images)} image(s); results in {output}")
+
+
+@user_errors
+def measure_command(
+    labels: Path = typer.Argument(..., help="Label image (TIFF/PNG), 0 = background."),
+    image: Path | None = typer.Option(None, "--image", "-i", help="Intensity image for intensity columns."),
+    output: Path = typer.Option(..., "-o", "--output", help="Table to write (.csv or .parquet)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing table."),
+) -> None:
+    """Measure every object of a label image (morphology and per-channel intensity)."""
+    from cytolens.api import measure
+    from cytolens.io import read_image, write_table
+
+    table = measure(read_image(labels), None if image is None else read_image(image))
+    write_table(output, table, overwrite=overwrite)
+    typer.echo(f"{len(table)} objects measured; table in {output}")
+
+
+@models_app.command("list")
+@user_errors
+def models_list() -> None:
+    """List the bundled models."""
+    from cytolens.models import bundled_models, read_meta
+
+    for name in bundled_models():
+        meta = read_meta(name)
+        scores = meta.get("validation", {}).get("overall", {})
+        ap = f"  AP@0.5={scores['ap50']:.3f}" if "ap50" in scores else ""
+        typer.echo(f"{name}\t{meta.get('task')}/{meta.get('schema')}{ap}")
+
+
+@models_app.command("info")
+@user_errors
+def models_info(name: str = typer.Argument(..., help="Bundled model name or package path.")) -> None:
+    """Print a model's metadata (model.json)."""
+    from cytolens.models import read_meta
+
+    typer.echo(json.dumps(read_meta(name), indent=2))
+
+
+@user_errors
+def demo(
+    output: Path = typer.Option(Path("cytolens-demo"), "-o", "--output", help="Folder for the demo outputs."),
+    seed: int = typer.Option(0, help="Seed of the synthetic image."),
+    overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace earlier demo outputs."),
+) -> None:
+    """Segment a synthetic fluorescence image with the bundled model and score it against its truth."""
+    from cytolens.demo import run_demo
+
+    result = run_demo(output, seed=seed, overwrite=overwrite)
+    typer.echo(f"synthetic image: {result['n_true']} nuclei; found {result['n_pred']}")
+    typer.echo(f"AP@0.5 = {result['ap50']:.3f}   (precision {result['precision']:.3f}, recall {result['recall']:.3f})")
+    for kind, path in result["files"].items():
+        typer.echo(f"  {kind:<8} {path}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add segment, measure, models and demo to ``app``."""
+    app.command("segment")(segment)
+    app.command("measure")(measure_command)
+    app.command("demo")(demo)
+    app.add_typer(models_app, name="models")

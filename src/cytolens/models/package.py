@@ -99,7 +99,11 @@ def load(name_or_path: str | os.PathLike = "nuclei") -> ModelPackage:
     network = build_network(meta["architecture"])
     network.load_state_dict(load_file(str(weights)))
     network.eval()
-    return ModelPackage(meta=meta, network=network, path=folder)
+    extras = {}
+    for extra in folder.glob("*.json"):  # e.g. size_model.json: plain numbers, no pickles
+        if extra.name not in ("model.json", "split.json"):
+            extras[extra.stem] = json.loads(extra.read_text())
+    return ModelPackage(meta=meta, network=network, path=folder, extras=extras)
 
 
 def save(folder: str | os.PathLike, meta: dict, state_dict: dict, extra_files: dict[str, Path] | None = None) -> Path:

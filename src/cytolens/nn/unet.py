@@ -101,6 +101,16 @@ class UNet(nn.Module):
         """Input height and width must be multiples of this number."""
         return 2**self.config.depth
 
+    def style(self, x: torch.Tensor) -> torch.Tensor:
+        """Bottleneck features averaged over space, ``(N, C_bottleneck)``.
+
+        A summary of the image's content at the coarsest level, used e.g. to
+        regress the typical object size (Cellpose's "style" vector idea).
+        """
+        for encoder in self.encoders:
+            x = self.pool(encoder(x))
+        return self.bottleneck(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for encoder in self.encoders:

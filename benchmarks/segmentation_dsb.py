@@ -1,0 +1,124 @@
+"""AP@0.5, AP@0.75 and the Kaggle DSB2018 score of the nuclei models on the held-out DSB2018 test split.
+
+Data: ../shared/data/dsb2018_stage1_train, community-fixed labels; the `test` ids of
+training/nuclei/split.json (12 % of the images, stratified by modality, never used for
+training or model selection). Images are segmented exactly as a user would:
+``cytolens.segment(image, model)`` with the diameter estimated (``diameter=None``);
+a second line gives the figure with the true median diameter passed (an upper bound
+that isolates the size estimate).
+
+Conventions (see cytolens.metrics): AP = TP/(TP+FP+FN); AP@τ matches at IoU >= τ and
+is averaged per image; the Kaggle score uses IoU > τ over τ = 0.50:0.05:0.95, averaged
+per image; "pooled" sums TP/FP/FN over all images first.
+
+Usage: python benchmarks/segmentation_dsb.py [--models nuclei nuclei_pixel_classes] [--limit N]
+Writes benchmarks/results/segmentation_dsb.{json,md} and the scores into each bundled model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
+
+import cytolens  # noqa: E402
+from cytolens.io import read_image  # noqa: E402
+from cytolens.metrics import match_thresholds  # noqa: E402
+from cytolens.models import load, resolve  # noqa: E402
+from cytolens.tasks.segmentation.training import median_diameter  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "dsb2018_stage1_train"
+SPLIT = ROOT / "training" / "nuclei" / "split.json"
+RESULTS = ROOT / "benchmarks" / "results"
+MODALITY_NAMES = {
+    "gray_darkbg(fluorescence-like)": "fluorescence",
+    "gray_brightbg(brightfield-like)": "brightfield",
+    "color_brightbg(stained/H&E-like)": "stained (H&E-like)",
+}
+
+
+def score_image(truth: np.ndarray, pred: np.ndarray) -> dict:
+    truth, pred = truth.astype(np.int64), pred.astype(np.int64)
+    loose = match_thresholds(truth, pred, (0.5, 0.75), strict=False)
+    kaggle = match_thresholds(truth, pred, tuple(np.round(np.arange(0.5, 1.0, 0.05), 2)), strict=True)
+    return {"ap50": loose[0].average_precision, "ap75": loose[1].average_precision,
+            "kaggle": float(np.mean([m.average_precision for m in kaggle])),
+            "tp50": loose[0].tp, "fp50": loose[0].fp, "fn50": loose[0].fn}
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    pooled = table.tp50.sum() / max(table.tp50.sum() + table.fp50.sum() + table.fn50.sum(), 1)
+    return {"images": int(len(table)), "ap50": float(table.ap50.mean()), "ap75": float(table.ap75.mean()),
+            "kaggle": float(table.kaggle.mean()), "ap50_pooled": float(pooled)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["nuclei", "nuclei_pixel_classes"])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test images (quick check)")
+    parser.add_argument("--no-write-model", action="store_true", help="do not record scores in model.json")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"DSB2018 data not found at {DATA}")
+    ids = json.loads(SPLIT.read_text())["test"][: args.limit]
+    modality = pd.read_csv(DATA / "index.csv").set_index("id")["modality"].map(MODALITY_NAMES)
+    report = {"data": f"DSB2018 stage1_train test split ({len(ids)} images, {SPLIT.relative_to(ROOT)})",
+              "machine": machine(), "models": {}}
+    for name in args.models:
+        try:
+            package = load(name)
+        except cytolens.CytolensError as exc:
+            print(f"skipping {name}: {exc}")
+            continue
+        rows = []
+        start = time.perf_counter()
+        for image_id in ids:
+            image = read_image(DATA / "images" / f"{image_id}.tif")
+            truth = read_image(DATA / "labels_lopuhin_fixed" / f"{image_id}.tif")
+            estimated = score_image(truth, cytolens.segment(image, package))
+            oracle = score_image(truth, cytolens.segment(image, package, diameter=median_diameter(truth)))
+            rows.append({"id": image_id, "modality": modality[image_id], **estimated,
+                         **{f"oracle_{k}": v for k, v in oracle.items()}})
+        seconds = time.perf_counter() - start
+        table = pd.DataFrame(rows)
+        oracle_table = table[[c for c in table if c.startswith("oracle_")]].rename(columns=lambda c: c[7:])
+        result = {"schema": package.meta["schema"], "overall": summarize(table),
+                  "per_modality": {m: summarize(g) for m, g in table.groupby("modality")},
+                  "overall_true_diameter": summarize(oracle_table), "seconds": seconds}
+        report["models"][name] = result
+        table.to_csv(RESULTS / f"segmentation_dsb_{name}_per_image.csv", index=False)
+        if not args.no_write_model and args.limit is None:
+            folder = resolve(name)
+            meta = json.loads((folder / "model.json").read_text())
+            meta["validation"] = {"data": report["data"], "diameter": "estimated (diameter=None)",
+                                  "overall": result["overall"], "per_modality": result["per_modality"],
+                                  "script": "benchmarks/segmentation_dsb.py", "machine": report["machine"]["cpu"]}
+            (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(json.dumps({name: result}, indent=1))
+    (RESULTS / "segmentation_dsb.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = [f"# Segmentation on DSB2018 — {report['data']}", "",
+             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, no GPU; "
+             f"commit {report['machine']['commit']}. Diameter estimated unless stated.", "",
+             "| model (schema) | subset | images | AP@0.5 | AP@0.75 | Kaggle score | AP@0.5 pooled |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, result in report["models"].items():
+        subsets = [("all", result["overall"]), *result["per_modality"].items(),
+                   ("all, true diameter given", result["overall_true_diameter"])]
+        for subset, s in subsets:
+            lines.append(f"| {name} ({result['schema']}) | {subset} | {s['images']} | {s['ap50']:.3f} | "
+                         f"{s['ap75']:.3f} | {s['kaggle']:.3f} | {s['ap50_pooled']:.3f} |")
+    (RESULTS / "segmentation_dsb.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

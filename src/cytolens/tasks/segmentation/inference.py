@@ -1,0 +1,183 @@
+"""Run a segmentation model package on one image: normalize, rescale, tile, post-process.
+
+The model was trained with objects of a fixed median diameter
+(``model.json`` → ``scale.target_diameter``). An image is resized by
+``target_diameter / diameter`` before the network sees it; when ``diameter`` is
+None it is estimated by a first pass at the image's own scale (on a few
+crops for large images), followed by a second pass at the corrected scale.
+Network outputs are resized back, so post-processing happens at the image's own
+resolution and object outlines keep their detail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.models.package import ModelPackage
+from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
+from cytolens.tasks.segmentation import SCHEMAS
+from cytolens.tasks.segmentation.size_model import SizeModel, style_of
+from cytolens.tasks.segmentation.training import network_predictor
+
+#: rescaling by less than this relative amount is skipped (the network was trained with ±30 % zoom)
+SCALE_TOLERANCE = 0.1
+#: side of the crops used to estimate the diameter of a large image
+ESTIMATE_CROP = 768
+
+
+def as_yxc(image: np.ndarray) -> np.ndarray:
+    """Validate a 2D image and return it as ``(Y, X, C)`` with C in (1, 3)."""
+    image = check_image(image)
+    if image.ndim == 2:
+        return image[..., None]
+    if image.ndim == 3 and image.shape[2] in (1, 3):
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., :3]
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[2] > 4:
+        raise InvalidImageError(
+            f"image of shape {image.shape} looks channels-first; give (Y, X) or (Y, X, C) (numpy.moveaxis(image, 0, -1))")
+    raise InvalidImageError(
+        f"expected a 2D image (Y, X) or (Y, X, C) with 1, 3 or 4 channels; got shape {image.shape}. "
+        "For a stack, segment each plane; for other channel counts pick one channel.")
+
+
+def _percentiles(image: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    # a strided sample keeps memory flat for huge images; percentiles barely move
+    step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 4e6)))
+    sample = image[::step, ::step].astype(np.float32)
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    return float(lo), float(hi)
+
+
+class _TilePreparer:
+    """Per-tile normalization with image-wide percentiles and gray → RGB."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo, self.scale = lo, 1.0 / max(hi - lo, 1e-6)
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        x = (tile.astype(np.float32) - self.lo) * self.scale
+        x = np.moveaxis(x, -1, 0)
+        return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x)
+
+
+def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, prep: _TilePreparer,
+                    tile_size: int = 512, overlap: int = 64) -> np.ndarray:
+    """Raw network outputs ``(K, Y, X)`` at the image's own resolution, computed at ``scale``."""
+    schema = SCHEMAS[package.meta["schema"]]
+    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    predict = network_predictor(package.network)
+    if abs(scale - 1.0) <= SCALE_TOLERANCE:
+        return predict_tiled(predict, image_yxc, schema.OUTPUT_CHANNELS, tile_size, overlap, divisor, prepare=prep)
+    scaled = rescale(image_yxc.astype(np.float32), scale, order=1)
+    if min(scaled.shape[:2]) < 1:
+        raise InvalidParameterError(f"rescaling by {scale:.3g} leaves no pixels; check the diameter")
+    outputs = predict_tiled(predict, scaled, schema.OUTPUT_CHANNELS, tile_size, overlap, divisor, prepare=prep)
+    del scaled
+    return resize_to(outputs, image_yxc.shape[:2], order=1)
+
+
+def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float, **overrides) -> np.ndarray:
+    """Labels from outputs, using the package's defaults updated by ``overrides``."""
+    schema = SCHEMAS[package.meta["schema"]]
+    params = dict(package.meta.get("postprocess", {}))
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown post-processing parameter(s) {sorted(unknown)}; this model takes {sorted(params)}")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    if "min_size" in params:  # defaults are in model pixels
+        params["min_size"] = max(1, int(round(params["min_size"] / scale**2)))
+    return schema.postprocess(outputs, **params)
+
+
+def _estimate_crops(image: np.ndarray) -> list[np.ndarray]:
+    height, width = image.shape[:2]
+    if height <= 2 * ESTIMATE_CROP and width <= 2 * ESTIMATE_CROP:
+        return [image]
+    crops = []
+    for fy in (0.25, 0.75):
+        for fx in (0.25, 0.75):
+            y0 = int(np.clip(fy * height - ESTIMATE_CROP / 2, 0, max(height - ESTIMATE_CROP, 0)))
+            x0 = int(np.clip(fx * width - ESTIMATE_CROP / 2, 0, max(width - ESTIMATE_CROP, 0)))
+            crops.append(image[y0 : y0 + ESTIMATE_CROP, x0 : x0 + ESTIMATE_CROP])
+    return crops
+
+
+def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512) -> float:
+    return _estimate(package, as_yxc(image), tile_size)[0]
+
+
+def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, overlap: int = 64,
+              **postprocess) -> tuple[float, float, np.ndarray | None]:
+    """Estimate the median object diameter (pixels) of an image with the model itself.
+
+    With a size model in the package (``size_model.json``), the network's style
+    vector at the image's own scale predicts the diameter; the image is then
+    segmented at the corrected scale and the median diameter of the objects found
+    is returned (Cellpose's two-step estimate). Without one, the first guess is
+    the image's own scale. Returns (diameter, scale used, labels when the whole
+    image was segmented else None); diameter 0.0 when no object is found.
+    """
+    prep = _TilePreparer(*_percentiles(image_yxc, *_norm(package)))
+    target = package.meta["scale"]["target_diameter"]
+    crops = _estimate_crops(image_yxc)
+    guess = target
+    if "size_model" in package.extras:
+        size_model = SizeModel(**package.extras["size_model"])
+        styles = np.stack([style_of(package.network, prep(crop)) for crop in crops])
+        guess = float(np.median(size_model.predict(styles)))
+    scale = float(np.clip(target / guess, 0.1, 10.0))
+    areas = []
+    for crop in crops:
+        outputs = predict_outputs(package, crop, scale, prep, tile_size, overlap)
+        labels = postprocess_outputs(package, outputs, _applied(scale), **postprocess)
+        areas.append(np.bincount(labels.ravel())[1:])
+    areas = np.concatenate(areas)
+    areas = areas[areas > 0]
+    whole = labels if len(crops) == 1 and crops[0] is image_yxc else None
+    if len(areas) == 0:
+        return 0.0, scale, whole
+    return float(np.median(2 * np.sqrt(areas / np.pi))), scale, whole
+
+
+def _applied(scale: float) -> float:
+    """The scale actually applied to the image (small corrections are skipped)."""
+    return 1.0 if abs(scale - 1.0) <= SCALE_TOLERANCE else scale
+
+
+def _norm(package: ModelPackage) -> tuple[float, float]:
+    norm = package.meta.get("normalization", {})
+    return norm.get("low", 1.0), norm.get("high", 99.8)
+
+
+def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
+                  tile_size: int = 512, overlap: int = 64, **postprocess) -> np.ndarray:
+    """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background)."""
+    if package.meta.get("task") != "segmentation":
+        raise InvalidParameterError(f"model {package.name!r} is a {package.meta.get('task')} model, not segmentation")
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
+        raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter}")
+    if tile_size < 64 or overlap < 0 or overlap * 2 >= tile_size:
+        raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
+    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    tile_size = -(-tile_size // divisor) * divisor
+    image_yxc = as_yxc(image)
+    target = package.meta["scale"]["target_diameter"]
+    if diameter is None:
+        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, **postprocess)
+        if diameter == 0.0:
+            return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
+        same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
+        if labels is not None and same_scale:
+            return labels
+    scale = float(np.clip(target / diameter, 0.1, 10.0))
+    prep = _TilePreparer(*_percentiles(image_yxc, *_norm(package)))
+    outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap)
+    return postprocess_outputs(package, outputs, _applied(scale), **postprocess)

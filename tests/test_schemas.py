@@ -1,0 +1,103 @@
+"""Segmentation targets and post-processing on hand-made cases whose answer is obvious."""
+
+import numpy as np
+import pytest
+
+from cytolens.metrics import match
+from cytolens.tasks.segmentation import deep_watershed, pixel_classes
+from cytolens.tasks.segmentation._common import normalized_inner_distance, remove_small_objects
+
+
+def two_touching_squares() -> np.ndarray:
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:27] = 2  # shares a border with object 1
+    labels[20:26, 30:36] = 7  # an isolated object with a non-sequential id
+    return labels
+
+
+def logit(p):
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def test_inner_distance_peaks_at_one_per_object_and_is_zero_outside():
+    labels = two_touching_squares()
+    distance = normalized_inner_distance(labels)
+    for index in (1, 2, 7):
+        assert distance[labels == index].max() == pytest.approx(1.0)
+        assert distance[labels == index].min() > 0
+    assert np.all(distance[labels == 0] == 0)
+    # the border pixel between the touching objects is low for both objects
+    assert distance[10, 14] < 0.3 and distance[10, 15] < 0.3
+
+
+def test_deep_watershed_round_trip_separates_touching_objects():
+    labels = two_touching_squares()
+    targets = deep_watershed.targets(labels)
+    assert targets.shape == (2, 30, 40)
+    assert set(np.unique(targets[0])) == {0.0, 1.0}
+    result = deep_watershed.postprocess(logit(targets), min_size=1)
+    assert result.max() == 3
+    m = match(labels, result.astype(np.int64), threshold=0.9)
+    assert m.tp == 3 and m.fp == 0 and m.fn == 0
+
+
+def test_deep_watershed_keeps_a_foreground_blob_without_marker():
+    outputs = np.full((2, 20, 20), -10.0, np.float32)
+    outputs[0, 5:12, 5:12] = 10.0  # confident foreground, but distance never above the marker threshold
+    result = deep_watershed.postprocess(outputs, min_size=4)
+    assert result.max() == 1 and (result > 0).sum() == 49
+
+
+def test_deep_watershed_thresholds_drop_faint_and_small_objects():
+    labels = two_touching_squares()
+    targets = deep_watershed.targets(labels)
+    outputs = logit(targets)
+    outputs[0][labels == 7] = logit(np.float32(0.3))  # below the foreground threshold
+    result = deep_watershed.postprocess(outputs, foreground_threshold=0.5, min_size=1)
+    assert result.max() == 2
+    assert deep_watershed.postprocess(logit(targets), min_size=50).max() == 2  # the 36-px object goes
+
+
+def test_pixel_classes_targets_mark_inner_edges():
+    labels = two_touching_squares()
+    classes = pixel_classes.targets(labels)
+    assert classes[0, 0] == pixel_classes.BACKGROUND
+    assert classes[10, 10] == pixel_classes.INTERIOR
+    assert classes[5, 10] == pixel_classes.EDGE  # top row of object 1
+    assert classes[10, 14] == pixel_classes.EDGE and classes[10, 15] == pixel_classes.EDGE  # shared border
+    assert np.all((classes > 0) == (labels > 0))
+
+
+def test_pixel_classes_round_trip_recovers_objects():
+    labels = two_touching_squares()
+    classes = pixel_classes.targets(labels)
+    logits = np.stack([(classes == c) * 8.0 for c in range(3)]).astype(np.float32)
+    result = pixel_classes.postprocess(logits, min_size=1)
+    m = match(labels, result.astype(np.int64), threshold=0.9)
+    assert (m.tp, m.fp, m.fn) == (3, 0, 0)
+
+
+def test_pixel_class_weights_are_inverse_frequency():
+    class_map = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2]])
+    w = pixel_classes.class_weights([class_map])
+    # counts 6, 2, 4 -> raw 12/6/3, 12/2/3, 12/4/3 = 2/3, 2, 1 -> divided by their mean 11/9
+    assert w == pytest.approx(np.array([2 / 3, 2, 1]) / (11 / 9))
+
+
+def test_remove_small_objects_renumbers():
+    labels = np.array([[1, 1, 0, 5], [1, 1, 0, 0], [0, 0, 9, 9]])
+    out = remove_small_objects(labels, min_size=2)
+    assert out.max() == 2 and (out == 0).sum() == 5 + 1  # object 5 (1 px) removed
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 4, 5), int), np.zeros((4, 4), float), -np.ones((4, 4), int)])
+def test_targets_reject_bad_labels(bad):
+    with pytest.raises(ValueError):
+        deep_watershed.targets(bad)
+
+
+def test_postprocess_rejects_wrong_channel_count():
+    with pytest.raises(ValueError, match=r"\(2, Y, X\)"):
+        deep_watershed.postprocess(np.zeros((3, 8, 8)))

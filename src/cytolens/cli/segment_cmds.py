@@ -48,7 +48,8 @@ def segment(
     package = models.load(model)
     extra = {} if min_size is None else {"min_size": min_size}
     total = 0
-    for image_path in tqdm(images, desc="segmenting", unit="image", disable=quiet):
+    # disable=None hides the bar when stderr is not a terminal (pipes, logs)
+    for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         image = read_image(image_path)
         labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, **extra)
         labels_path, table_path = _outputs_for(image_path, output)

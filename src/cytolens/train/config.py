@@ -2,10 +2,28 @@
 
 A config is saved inside the model package it produces, so a model can always be
 retrained the way it was made: ``cytolens train path/to/model/train_config.yaml``.
+
+Every task has its own config model, chosen by the ``task`` key (see
+:data:`TASK_CONFIGS`); the sections ``data``, ``architecture``, ``augmentation`` and
+``optimization`` keep the same names across tasks so that tuning and learning
+curves (:mod:`cytolens.train.search`) work on any of them.
+
+Example
+-------
+>>> config = validate_config({"name": "demo", "data": {"images": "im", "labels": "lab"},
+...                           "augmentation": {"preset": "brightfield"}, "output": "out"})
+>>> config.augmentation.blur, config.augmentation.intensity
+(1.0, 0.3)
+>>> validate_config({"name": "demo", "dta": {}, "output": "o"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+cytolens.errors.InvalidParameterError: invalid config: data: Field required; dta: unknown setting (did you mean 'data'?)
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +38,13 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where the annotated images are and how they are split."""
+    """Where the annotated images are and how they are split.
+
+    Splits come from fractions of ``images``/``labels`` (stratified by
+    ``stratify_column`` and grouped by ``group_column`` of ``strata_csv``), or from
+    folders: ``val_images``/``val_labels`` and ``test_images``/``test_labels`` fix
+    those sides and the matching fraction is then not used.
+    """
 
     images: Path = Field(description="folder of images")
     labels: Path = Field(description="folder of label images, same stems as the images")
@@ -30,22 +54,64 @@ class DataConfig(_Strict):
     strata_csv: Path | None = Field(None, description="CSV with one row per image id, for stratified/grouped splits")
     id_column: str = "id"
     stratify_column: str | None = None
-    group_column: str | None = None
+    group_column: str | None = Field(None, description="e.g. movie or donor: a group never spans two sides")
+    val_images: Path | None = Field(None, description="folder of validation images (instead of val_fraction)")
+    val_labels: Path | None = None
+    test_images: Path | None = Field(None, description="folder of test images (instead of test_fraction)")
+    test_labels: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_folders(self):
+        for side in ("val", "test"):
+            images, labels = getattr(self, f"{side}_images"), getattr(self, f"{side}_labels")
+            if (images is None) != (labels is None):
+                raise ValueError(f"give both {side}_images and {side}_labels, or neither")
+        if (self.stratify_column or self.group_column) and self.strata_csv is None:
+            raise ValueError("stratify_column/group_column need strata_csv (a CSV with one row per image id)")
+        return self
 
 
 class ArchitectureConfig(_Strict):
     name: Literal["unet"] = "unet"
-    depth: int = Field(4, ge=1, le=6)
-    base_channels: int = Field(16, ge=2, le=128)
+    depth: int = Field(4, ge=1, le=6, description="pooling steps; sets the receptive field")
+    base_channels: int = Field(16, ge=2, le=128, description="width of the first level")
     norm: Literal["batch", "none"] = "batch"
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+#: Augmentation settings per imaging modality; explicit settings override them.
+AUGMENTATION_PRESETS: dict[str, dict] = {
+    # photon noise and exposure/gain changes; no colour
+    "fluorescence": {"flips": True, "rotations": True, "scale_range": (0.75, 1.33), "intensity": 0.25,
+                     "gamma": 0.25, "blur": 0.5, "stain": 0.0},
+    # illumination and focus changes
+    "brightfield": {"flips": True, "rotations": True, "scale_range": (0.8, 1.25), "intensity": 0.3,
+                    "gamma": 0.2, "blur": 1.0, "stain": 0.0},
+    # stain variation between labs/scanners (HED colour space), mild focus changes
+    "he": {"flips": True, "rotations": True, "scale_range": (0.8, 1.25), "intensity": 0.1,
+           "gamma": 0.1, "blur": 0.5, "stain": 0.05},
+}
+
+
 class AugmentationConfig(_Strict):
+    """Random transforms of training crops. ``preset`` fills the settings not given."""
+
+    preset: Literal["fluorescence", "brightfield", "he"] | None = Field(
+        None, description="modality preset: fluorescence, brightfield or he (H&E); explicit keys override it")
     flips: bool = True
     rotations: bool = True
     scale_range: tuple[float, float] = (0.75, 1.33)
-    intensity: float = Field(0.2, ge=0, le=1, description="strength of brightness/contrast/gamma/noise jitter")
+    intensity: float = Field(0.2, ge=0, le=1, description="strength of brightness/contrast/noise jitter")
+    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from exp(±gamma); 0 = off")
+    blur: float = Field(0.0, ge=0, le=5, description="largest Gaussian blur sigma (px); 0 = off")
+    stain: float = Field(0.0, ge=0, le=0.5, description="H&E stain jitter in HED space (RGB images); 0 = off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") in AUGMENTATION_PRESETS:
+            return {**AUGMENTATION_PRESETS[data["preset"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _check_scale(self):
@@ -53,6 +119,16 @@ class AugmentationConfig(_Strict):
         if not 0 < low <= high:
             raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
         return self
+
+    def scaled(self, strength: float) -> AugmentationConfig:
+        """The same augmentation with every jitter multiplied by ``strength`` (0 = geometry only)."""
+        if strength < 0:
+            raise InvalidParameterError(f"augmentation strength must be >= 0, got {strength}")
+        low, high = self.scale_range
+        return self.model_copy(update={
+            "scale_range": (math.exp(math.log(low) * strength), math.exp(math.log(high) * strength)),
+            "intensity": min(1.0, self.intensity * strength), "gamma": min(1.0, self.gamma * strength),
+            "blur": min(5.0, self.blur * strength), "stain": min(0.5, self.stain * strength)})
 
 
 class OptimizationConfig(_Strict):
@@ -84,6 +160,9 @@ class SegmentationTrainConfig(_Strict):
     normalization: tuple[float, float] = (1.0, 99.8)
     modality_weights: dict[str, float] | None = Field(
         None, description="sampling weight per stratum value (e.g. modality), to oversample rare ones")
+    init_from: str | None = Field(
+        None, description="transfer learning: a bundled model name (e.g. 'nuclei') or a model package path")
+    freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder of init_from frozen this many epochs")
     seed: int = 0
     output: Path = Field(description="folder of the model package to write")
 
@@ -93,12 +172,59 @@ class SegmentationTrainConfig(_Strict):
     def _check_crop(self):
         divisor = 2**self.architecture.depth
         if self.optimization.crop_size % divisor:
-            raise ValueError(f"crop_size {self.optimization.crop_size} must be a multiple of 2**depth = {divisor}")
+            raise ValueError(f"optimization.crop_size {self.optimization.crop_size} must be a multiple of "
+                             f"2**architecture.depth = {divisor}")
+        if self.freeze_encoder_epochs and not self.init_from:
+            raise ValueError("freeze_encoder_epochs needs init_from (a pretrained model whose encoder to keep)")
         return self
 
 
+#: Config model per ``task`` value; a new task adds its entry here.
+TASK_CONFIGS: dict[str, type[BaseModel]] = {"segmentation": SegmentationTrainConfig}
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    where = ".".join(loc) or "config"
+    if error["type"] == "extra_forbidden":
+        fields: type[BaseModel] | None = model
+        for part in loc[:-1]:  # walk to the section that holds the unknown key
+            annotation = fields.model_fields[part].annotation if fields and part in fields.model_fields else None
+            fields = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        names = [f.alias or n for n, f in fields.model_fields.items()] if fields else []
+        close = difflib.get_close_matches(loc[-1], names, n=1)
+        return f"{where}: unknown setting" + (f" (did you mean {close[0]!r}?)" if close else "")
+    message = error["msg"].removeprefix("Value error, ")
+    if loc and error["type"] not in ("missing",) and not isinstance(error.get("input"), dict | list):
+        message += f" (got {error.get('input')!r})"
+    return f"{where}: {message}"
+
+
+def validate_config(raw: dict, source: str | None = None) -> BaseModel:
+    """Validate a mapping of settings into the config model of its ``task``.
+
+    Raises :class:`~cytolens.errors.InvalidParameterError` naming every offending field.
+    """
+    label = f"invalid config {source}" if source else "invalid config"
+    if not isinstance(raw, dict):
+        raise InvalidParameterError(f"{label}: must be a mapping of settings, got {type(raw).__name__}")
+    task = raw.get("task", "segmentation")
+    if task not in TASK_CONFIGS:
+        raise InvalidParameterError(f"{label}: task: unknown task {task!r}; known: {', '.join(TASK_CONFIGS)}")
+    model = TASK_CONFIGS[task]
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e, model) for e in exc.errors())
+        raise InvalidParameterError(f"{label}: {problems}") from None
+
+
 def load_config(path: str | Path) -> SegmentationTrainConfig:
-    """Read and validate a YAML config; relative paths are resolved against its folder."""
+    """Read and validate a YAML config; relative paths are resolved against its folder.
+
+    ``init_from`` is resolved too when it names an existing relative path (otherwise it
+    is a bundled model name).
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidParameterError(f"config file not found: {path}")
@@ -108,20 +234,33 @@ def load_config(path: str | Path) -> SegmentationTrainConfig:
         raise InvalidParameterError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidParameterError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
-    try:
-        config = SegmentationTrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidParameterError(f"invalid config {path}: {problems}") from None
-    base = path.parent
+    config = validate_config(raw, str(path))
+    return resolve_paths(config, path.parent)
 
-    def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p)
 
+def resolve_paths(config, base: str | Path):
+    """Make the relative paths of ``config`` (data folders, output, init_from) relative to ``base``."""
+    base = Path(base)
     data = config.data
-    updates = {k: resolve(getattr(data, k)) for k in ("images", "labels", "split_file", "strata_csv")
-               if getattr(data, k) is not None and not getattr(data, k).is_absolute()}
-    config = config.model_copy(update={"data": data.model_copy(update=updates)})
+    updates = {name: base / value for name, value in data if isinstance(value, Path) and not value.is_absolute()}
+    changes: dict = {"data": data.model_copy(update=updates)}
     if not config.output.is_absolute():
-        config = config.model_copy(update={"output": base / config.output})
-    return config
+        changes["output"] = base / config.output
+    init_from = getattr(config, "init_from", None)
+    if init_from and not Path(init_from).is_absolute() and (base / init_from).exists():
+        changes["init_from"] = str(base / init_from)
+    return config.model_copy(update=changes)
+
+
+def dump_config(config) -> dict:
+    """Plain mapping (JSON/YAML-safe) that :func:`validate_config` turns back into ``config``."""
+    import json
+
+    return json.loads(config.model_dump_json(by_alias=True))
+
+
+def save_config(config, path: str | Path) -> Path:
+    """Write ``config`` as YAML (round-trips through :func:`load_config`)."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(dump_config(config), sort_keys=False))
+    return path

@@ -12,6 +12,12 @@ Every epoch appends a row (epoch, lr, train_loss, val_loss, metrics, seconds) to
 scheduler, history: enough to resume); ``best.safetensors`` holds the weights
 with the lowest validation loss. Training stops early when the validation loss
 has not improved for ``patience`` epochs.
+
+The ``overfitting`` column is 1 for an epoch whose validation loss is more than
+``overfit_tolerance`` (relative) above the best so far while the training loss is
+still below its value at that best epoch: the model keeps fitting the training
+images but gets worse on new ones. :func:`overfitting_report` turns the history
+into a sentence that says so, and what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +51,7 @@ class LoopConfig:
     patience: int = 10  # early stopping on val_loss; 0 disables it
     seed: int = 0
     max_minutes: float | None = None  # stop (and keep the best) after this wall time
-    overfit_gap: float = 0.5  # flag when (val_loss - train_loss) / train_loss exceeds this
+    overfit_tolerance: float = 0.1  # flag when val_loss rises this much (relative) above its best
 
 
 def seed_everything(seed: int) -> None:
@@ -87,7 +93,13 @@ def plot_history(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 1 + bool(metric_keys), figsize=(5 + 5 * bool(metric_keys), 4), squeeze=False)
     axes[0, 0].plot(epochs, [r["train_loss"] for r in rows], label="train")
     axes[0, 0].plot(epochs, [r["val_loss"] for r in rows], label="validation")
-    axes[0, 0].set(xlabel="epoch", ylabel="loss", title="loss")
+    best = min(rows, key=lambda r: r["val_loss"])
+    axes[0, 0].axvline(best["epoch"], color="gray", linestyle=":", label=f"best (epoch {best['epoch']})")
+    flagged = [r["epoch"] for r in rows if r.get("overfitting")]
+    for epoch in flagged:
+        axes[0, 0].axvspan(epoch - 0.5, epoch + 0.5, color="tab:red", alpha=0.12, linewidth=0)
+    title = "loss (red: overfitting)" if flagged else "loss"
+    axes[0, 0].set(xlabel="epoch", ylabel="loss", title=title)
     axes[0, 0].legend()
     for key in metric_keys:
         axes[0, 1].plot(epochs, [r[key] for r in rows], label=key)
@@ -120,12 +132,15 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     on_epoch_start: Callable[[torch.nn.Module, int], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` and return the per-epoch history (see the module docstring).
 
     With ``resume=True`` and a ``last.pt`` in ``out_dir``, training continues
     from the epoch after the last completed one. ``on_epoch_start(model, epoch)``
-    lets a caller freeze/unfreeze layers (transfer learning).
+    runs after ``model.train()`` and lets a caller freeze/unfreeze layers (transfer
+    learning); ``on_epoch_end(row)`` sees each history row once it is saved (a
+    hyperparameter search reports it and may raise to prune the run).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,12 +158,12 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
     start = time.monotonic()
     for epoch in range(len(history), config.epochs):
-        if on_epoch_start is not None:
-            on_epoch_start(model, epoch)
         lr = learning_rate_at(epoch, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
+        if on_epoch_start is not None:
+            on_epoch_start(model, epoch)
         tick, losses = time.monotonic(), []
         iterator = batches(epoch)
         if progress:
@@ -168,7 +183,9 @@ def fit(
             scores = validate(model)
         train_loss = float(np.mean(losses)) if losses else float("nan")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, **{k: float(v) for k, v in scores.items()}}
-        row["overfitting"] = int((row["val_loss"] - train_loss) / max(abs(train_loss), 1e-12) > config.overfit_gap)
+        row["overfitting"] = int(
+            best_epoch >= 0 and row["val_loss"] > best_loss + config.overfit_tolerance * abs(best_loss)
+            and train_loss < history[best_epoch]["train_loss"])
         row["seconds"] = time.monotonic() - tick
         history.append(row)
         if row["val_loss"] < best_loss:
@@ -188,6 +205,11 @@ def fit(
         if progress:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
             print(f"epoch {epoch + 1}: {shown}", flush=True)
+            if row["overfitting"] and not any(r["overfitting"] for r in history[:-1]):
+                print(f"overfitting: validation loss {row['val_loss']:.4g} is above its best "
+                      f"{best_loss:.4g} (epoch {best_epoch + 1}) while training loss keeps falling", flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(row))
         if config.patience and epoch - best_epoch >= config.patience:
             if progress:
                 print(f"early stopping: no val_loss improvement for {config.patience} epochs", flush=True)
@@ -196,4 +218,61 @@ def fit(
             if progress:
                 print(f"stopping: time budget of {config.max_minutes} minutes reached", flush=True)
             break
+    if progress and history:
+        message = overfitting_report(history, config.overfit_tolerance)
+        if message:
+            print(message, flush=True)
     return history
+
+
+def overfitting_report(history: list[dict], tolerance: float = 0.1) -> str | None:
+    """A sentence about overfitting in a training history, or ``None`` when there is none.
+
+    Overfitting is reported when the final validation loss is more than ``tolerance``
+    (relative) above its best while the training loss went on falling after the best
+    epoch. Works on any history from :func:`fit` (any task).
+
+    Examples
+    --------
+    >>> rows = [{"epoch": e + 1, "train_loss": t, "val_loss": v}
+    ...         for e, (t, v) in enumerate([(1.0, 1.0), (0.6, 0.7), (0.4, 0.8), (0.3, 0.9)])]
+    >>> print(overfitting_report(rows))  # doctest: +ELLIPSIS
+    overfitting: validation loss rose from 0.7 (epoch 2) to 0.9 (epoch 4) while training loss fell from 0.6 to 0.3; ...
+    >>> overfitting_report(rows[:2]) is None
+    True
+    """
+    if not history:
+        return None
+    best = min(history, key=lambda r: r["val_loss"])
+    last = history[-1]
+    if not (last["val_loss"] > best["val_loss"] + tolerance * abs(best["val_loss"])
+            and last["train_loss"] < best["train_loss"]):
+        return None
+    return (f"overfitting: validation loss rose from {best['val_loss']:.4g} (epoch {best['epoch']}) to "
+            f"{last['val_loss']:.4g} (epoch {last['epoch']}) while training loss fell from "
+            f"{best['train_loss']:.4g} to {last['train_loss']:.4g}; the package keeps the weights of epoch "
+            f"{best['epoch']}. To generalize better: annotate more images (see `cytolens learning-curve`), "
+            "strengthen augmentation, raise architecture.dropout or optimization.weight_decay, "
+            "or use a smaller network (architecture.base_channels/depth).")
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced (any task).
+
+    ``best`` is the history row of the kept (lowest validation loss) epoch;
+    ``train_scores`` the same task metrics measured on (up to a cap of) the training
+    images with the kept weights, prefixed ``train_`` — their gap to ``best``'s
+    ``val_`` metrics is the generalization gap. ``n_train_units`` counts what the
+    task annotates (objects for segmentation, images for classification).
+    """
+
+    history: list[dict]
+    best: dict
+    work_dir: Path
+    split_sizes: dict[str, int]
+    n_train_images: int
+    n_train_units: int
+    package: Path | None = None
+    train_scores: dict = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)

@@ -16,6 +16,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,45 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
     if set(split) - {"train", "val", "test"} or "train" not in split:
         raise InvalidParameterError(f"{path} must hold 'train', 'val', 'test' id lists")
     return {side: list(split.get(side, [])) for side in ("train", "val", "test")}
+
+
+def add_fixed_sides(split: dict[str, list[str]], fixed: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Put the ids of folder-given sides (``{"val": [...], "test": [...]}``) into ``split``.
+
+    Used when validation/test images come from their own folders instead of fractions.
+    """
+    out = {side: list(split.get(side, [])) for side in ("train", "val", "test")}
+    seen = {i: side for side, items in out.items() for i in items}
+    for side, items in fixed.items():
+        if side not in out:
+            raise InvalidParameterError(f"unknown split side {side!r}; use 'train', 'val' or 'test'")
+        for item in items:
+            if item in seen:
+                raise InvalidParameterError(
+                    f"image id {item!r} is in both the {seen[item]} and the {side} data; ids (file stems) must be "
+                    "unique across folders: rename one of them")
+            seen[item] = side
+            out[side].append(item)
+    return {side: sorted(items) for side, items in out.items()}
+
+
+def nested_subsets(ids: Sequence[str], fractions: Sequence[float], seed: int = 0) -> list[list[str]]:
+    """Growing, nested random subsets of ``ids`` (each one contains the previous), for learning curves.
+
+    Each subset holds ``max(1, round(fraction * len(ids)))`` ids; ``fractions`` must be
+    increasing values in (0, 1].
+
+    Examples
+    --------
+    >>> subsets = nested_subsets([f"i{k}" for k in range(10)], [0.2, 0.5, 1.0])
+    >>> [len(s) for s in subsets], set(subsets[0]) <= set(subsets[1])
+    ([2, 5, 10], True)
+    """
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not 0 < f <= 1 for f in fractions) or any(b <= a for a, b in pairwise(fractions)):
+        raise InvalidParameterError(f"fractions must be increasing numbers in (0, 1], got {fractions}")
+    order = sorted(str(i) for i in ids)
+    if not order:
+        raise InvalidParameterError("there are no training images to subsample")
+    np.random.default_rng(seed).shuffle(order)
+    return [sorted(order[: max(1, round(f * len(order)))]) for f in fractions]

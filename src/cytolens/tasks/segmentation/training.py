@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from cytolens.errors import InvalidParameterError
 from cytolens.metrics.segmentation import match
 from cytolens.preprocess import normalize_percentile, predict_tiled, rescale, to_rgb
 from cytolens.tasks.segmentation import SCHEMAS, pixel_classes
@@ -67,16 +68,29 @@ def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, pads, mode="reflect" if min(array.shape[-2:]) > max(pad_y, pad_x) else "symmetric")
 
 
+def _stain_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Scale and shift the haematoxylin/eosin/DAB concentrations of a ``(3, Y, X)`` RGB crop."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(np.clip(np.moveaxis(image, 0, -1), 0, 1))
+    hed = hed * rng.uniform(1 - strength, 1 + strength, size=3) + rng.uniform(-strength, strength, size=3) * 0.1
+    return np.moveaxis(hed2rgb(hed), -1, 0).astype(np.float32)
+
+
 class CropSampler:
     """Yields augmented ``(inputs, targets)`` batches from prepared samples."""
 
     def __init__(self, samples: Sequence[Sample], schema: str, crop_size: int, batch_size: int,
                  steps_per_epoch: int, flips: bool = True, rotations: bool = True,
                  scale_range=(0.75, 1.33), intensity: float = 0.2,
-                 stratum_weights: dict[str, float] | None = None, seed: int = 0) -> None:
+                 stratum_weights: dict[str, float] | None = None, seed: int = 0,
+                 gamma: float = 0.0, blur: float = 0.0, stain: float = 0.0) -> None:
+        if not samples:
+            raise InvalidParameterError("there are no training images: check data.images/labels and the split")
         self.samples, self.schema = list(samples), schema
         self.crop, self.batch, self.steps = crop_size, batch_size, steps_per_epoch
         self.flips, self.rotations, self.scale_range, self.intensity = flips, rotations, scale_range, intensity
+        self.gamma, self.blur, self.stain = gamma, blur, stain
         self.seed = seed
         weights = np.array([(stratum_weights or {}).get(s.stratum, 1.0) for s in self.samples], float)
         if stratum_weights:  # weight per stratum, shared by its members
@@ -106,6 +120,14 @@ class CropSampler:
         if self.rotations:
             k = int(rng.integers(4))
             image, targets = np.rot90(image, k, axes=(1, 2)), np.rot90(targets, k, axes=(1, 2))
+        if self.stain > 0:  # H&E stain variation: jitter in HED space (Tellez et al. 2018)
+            image = _stain_jitter(image, rng, self.stain)
+        if self.gamma > 0:
+            g = math.exp(rng.uniform(-self.gamma, self.gamma))
+            image = np.sign(image) * np.abs(image) ** g
+        if self.blur > 0 and rng.random() < 0.5:
+            sigma = rng.uniform(0, self.blur)
+            image = ndi.gaussian_filter(image, (0, sigma, sigma), mode="reflect")
         if self.intensity > 0:
             s = self.intensity
             contrast = rng.uniform(1 - s, 1 + s) * rng.uniform(1 - s / 2, 1 + s / 2, size=(3, 1, 1))
@@ -169,66 +191,259 @@ def make_validator(samples: Sequence[Sample], schema: str, loss_fn, tile_size: i
     return validate
 
 
+#: Validation metric that tuning and learning curves maximize.
+PRIMARY_METRIC = "val_ap50"
+#: What the learning curve counts besides images.
+UNIT = "objects"
+
+
+@dataclass
+class SegmentationData:
+    """Annotated images brought to the model's scale once, reused across runs (tuning, learning curves)."""
+
+    split: dict[str, list[str]]
+    samples: dict[str, Sample]  # id -> prepared sample (train and val sides)
+    files: dict[str, tuple]  # id -> (image path, label path)
+    key: tuple  # the settings the preparation depends on
+
+    def side(self, name: str, ids: Sequence[str] | None = None) -> list[Sample]:
+        return [self.samples[i] for i in (self.split[name] if ids is None else ids)]
+
+    def n_objects(self, ids: Sequence[str]) -> int:
+        return int(sum(len(np.unique(self.samples[i].labels)) - (self.samples[i].labels == 0).any() for i in ids))
+
+
+def _preparation_key(config) -> tuple:
+    data = config.data
+    return (config.schema_, config.target_diameter, tuple(config.normalization),
+            *(str(v) for _, v in data), config.seed)
+
+
+def _pairs(images, labels, prefix: str = "") -> dict:
+    from cytolens.io import list_images
+
+    for name, folder in ((f"data.{prefix}images", images), (f"data.{prefix}labels", labels)):
+        if not folder.is_dir():
+            raise InvalidParameterError(f"{name}: folder not found: {folder}")
+    image_files = {p.stem: p for p in list_images(images)}
+    label_files = {p.stem: p for p in list_images(labels)}
+    return {i: (image_files[i], label_files[i]) for i in sorted(set(image_files) & set(label_files))}
+
+
 def _strata_for(config, ids: list[str]) -> tuple[list[str] | None, list[str] | None]:
     data = config.data
     if data.strata_csv is None:
         return None, None
     import pandas as pd
 
-    table = pd.read_csv(data.strata_csv, dtype=str).set_index(data.id_column)
+    table = pd.read_csv(data.strata_csv, dtype=str)
+    for column in (data.id_column, data.stratify_column, data.group_column):
+        if column is not None and column not in table.columns:
+            raise InvalidParameterError(f"data.strata_csv {data.strata_csv} has no column {column!r} "
+                                        f"(columns: {', '.join(table.columns)})")
+    table = table.set_index(data.id_column)
+    missing = [i for i in ids if i not in table.index]
+    if missing:
+        raise InvalidParameterError(f"{len(missing)} image id(s) are missing from data.strata_csv column "
+                                    f"{data.id_column!r}, e.g. {missing[:3]}")
     strata = [table.loc[i, data.stratify_column] for i in ids] if data.stratify_column else None
     groups = [table.loc[i, data.group_column] for i in ids] if data.group_column else None
     return strata, groups
 
 
-def train_segmentation(config, progress: bool = True, parent=None) -> "Path":
-    """Train a segmentation model from a validated config and write its package.
+def make_data_split(config) -> tuple[dict[str, list[str]], dict[str, tuple], dict[str, str]]:
+    """The train/val/test split of a config's data: from ``split_file`` if it exists, else made and saved.
 
-    Returns the package folder. ``parent`` is an optional loaded
-    :class:`~cytolens.models.ModelPackage` to start from (transfer learning).
+    Returns the split, ``{id: (image, labels)}`` and ``{id: stratum}``.
     """
-    import json
-    import subprocess
     from pathlib import Path
 
-    import yaml
-
-    from cytolens import models
-    from cytolens.errors import InvalidParameterError
-    from cytolens.io import list_images, read_image
-    from cytolens.nn import UNet
-    from cytolens.train.loop import LoopConfig, fit
-    from cytolens.train.splits import load_split, make_split, save_split
+    from cytolens.train.splits import add_fixed_sides, load_split, make_split, save_split
 
     data = config.data
-    image_files = {p.stem: p for p in list_images(data.images)}
-    label_files = {p.stem: p for p in list_images(data.labels)}
-    ids = sorted(set(image_files) & set(label_files))
-    if not ids:
+    files = _pairs(data.images, data.labels)
+    if not files:
         raise InvalidParameterError(f"no image in {data.images} has a label image of the same name in {data.labels}")
-    strata, groups = _strata_for(config, ids)
+    pool = sorted(files)
+    fixed: dict[str, list[str]] = {}
+    for side in ("val", "test"):
+        folder = getattr(data, f"{side}_images")
+        if folder is not None:
+            side_files = _pairs(folder, getattr(data, f"{side}_labels"), f"{side}_")
+            if not side_files:
+                raise InvalidParameterError(f"no image in data.{side}_images ({folder}) has a label image of the "
+                                            f"same name in data.{side}_labels")
+            clash = sorted(set(side_files) & set(files))
+            if clash:
+                raise InvalidParameterError(f"image id(s) {clash[:3]} are in data.images and data.{side}_images; "
+                                            "ids (file stems) must be unique across folders")
+            files.update(side_files)
+            fixed[side] = sorted(side_files)
+    strata, groups = _strata_for(config, pool)
     if data.split_file is not None and Path(data.split_file).is_file():
         split = load_split(data.split_file)
+        unknown = sorted(set(split["train"] + split["val"] + split["test"]) - set(files))
+        if unknown:
+            raise InvalidParameterError(
+                f"data.split_file {data.split_file} lists {len(unknown)} id(s) with no image/label pair, e.g. "
+                f"{unknown[:3]}; fix the data folders or delete the split file to make a new split")
     else:
-        split = make_split(ids, data.val_fraction, data.test_fraction, strata, groups, config.seed)
+        split = make_split(pool, 0 if "val" in fixed else data.val_fraction,
+                           0 if "test" in fixed else data.test_fraction, strata, groups, config.seed)
+        split = add_fixed_sides(split, fixed)
         if data.split_file is not None:
             save_split(split, data.split_file)
-    stratum_of = dict(zip(ids, strata)) if strata else {}
+    stratum_of = dict(zip(pool, strata)) if strata else {}
+    return split, files, stratum_of
 
-    def prepared(side: str) -> list[Sample]:
+
+def prepare_data(config, progress: bool = True) -> SegmentationData:
+    """Split a config's data and bring the train and val images to the model's scale."""
+    from cytolens.io import read_image
+
+    split, files, stratum_of = make_data_split(config)
+    if not split["val"]:
+        raise InvalidParameterError("the validation split is empty; raise data.val_fraction or add images")
+    samples = {}
+    for side in ("train", "val"):
         iterator = split[side]
         if progress:
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc=f"preparing {side}", leave=False)
-        return [prepare_sample(read_image(image_files[i]), read_image(label_files[i]), config.schema_,
-                               config.target_diameter, config.normalization, stratum_of.get(i, "all"))
-                for i in iterator]
+        for i in iterator:
+            image, labels = files[i]
+            samples[i] = prepare_sample(read_image(image), read_image(labels), config.schema_,
+                                        config.target_diameter, config.normalization, stratum_of.get(i, "all"))
+    return SegmentationData(split, samples, files, _preparation_key(config))
 
-    train_samples, val_samples = prepared("train"), prepared("val")
-    if not val_samples:
-        raise InvalidParameterError("the validation split is empty; raise data.val_fraction or add images")
+
+def load_parent(config):
+    """Load ``config.init_from`` and adapt the config to it (architecture, scale, normalization).
+
+    Returns ``(package, config)``. Settings the config leaves unset are taken from the
+    parent; an explicit architecture that does not match the parent's weights is an error.
+    """
+    from cytolens import models
+
+    package = models.load(config.init_from)
+    return package, adapt_to_parent(config, package)
+
+
+def adapt_to_parent(config, package):
+    """Check that ``package`` can start a run of ``config``; fill unset settings from it."""
+    meta = package.meta
+    where = f"init_from ({meta.get('name')!r})"
+    if meta.get("task") != config.task:
+        raise InvalidParameterError(f"{where} is a {meta.get('task')} model; this config trains {config.task}")
+    if meta.get("schema") != config.schema_:
+        raise InvalidParameterError(f"{where} predicts schema {meta.get('schema')!r} but schema is "
+                                    f"{config.schema_!r}: set schema: {meta.get('schema')} or start from scratch")
+    args = meta["architecture"]["args"]
     arch = config.architecture
+    if "architecture" in config.model_fields_set:
+        for key in ("depth", "base_channels", "norm"):
+            if getattr(arch, key) != args[key]:
+                raise InvalidParameterError(
+                    f"architecture.{key} is {getattr(arch, key)!r} but {where} has {args[key]!r}; remove it from "
+                    "the config (the parent's architecture is used) or start from scratch")
+    updates: dict = {"architecture": arch.model_copy(update={k: args[k] for k in ("depth", "base_channels", "norm")})}
+    if "target_diameter" not in config.model_fields_set and "scale" in meta:
+        updates["target_diameter"] = float(meta["scale"]["target_diameter"])
+    if "normalization" not in config.model_fields_set and "normalization" in meta:
+        updates["normalization"] = (float(meta["normalization"]["low"]), float(meta["normalization"]["high"]))
+    adapted = config.model_copy(update=updates)
+    divisor = 2 ** args["depth"]
+    if adapted.optimization.crop_size % divisor:
+        raise InvalidParameterError(f"optimization.crop_size {adapted.optimization.crop_size} must be a multiple "
+                                    f"of {divisor} for {where} (depth {args['depth']})")
+    return adapted
+
+
+def _prepare_work_dir(work, config, resume: bool, progress: bool) -> None:
+    """Keep a resumable checkpoint only when it was made with the same config."""
+    import json
+
+    from cytolens.train.config import dump_config
+
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = work / "config.json"
+    current = dump_config(config)
+    checkpoint = work / "last.pt"
+    if checkpoint.exists():
+        previous = json.loads(stamp.read_text()) if stamp.exists() else current
+        if not resume or previous != current:
+            if progress and resume:
+                print(f"the config changed since the checkpoint in {work}; starting over", flush=True)
+            checkpoint.unlink()
+            for name in ("history.csv", "best.safetensors"):
+                (work / name).unlink(missing_ok=True)
+    stamp.write_text(json.dumps(current, indent=1) + "\n")
+
+
+def fit_segmentation(config, data: SegmentationData | None = None, *, progress: bool = True, parent=None,
+                     train_ids: Sequence[str] | None = None, on_epoch_end=None, score_train: bool = False,
+                     write_package: bool = True, work_dir=None, resume: bool = True, max_train_scored: int = 50):
+    """Train a segmentation model from a validated config; return a :class:`~cytolens.train.loop.TrainResult`.
+
+    Parameters
+    ----------
+    config : SegmentationTrainConfig
+    data : SegmentationData, optional
+        Prepared data to reuse (from :func:`prepare_data` with the same data settings).
+    parent : ModelPackage, optional
+        Start from these weights (else from ``config.init_from`` if set).
+    train_ids : list of str, optional
+        Train on these ids only (a subset of the train split; learning curves).
+    on_epoch_end : callable, optional
+        Called with each epoch's history row (tuning reports and prunes here).
+    score_train : bool
+        Also measure the validation metrics on (up to ``max_train_scored``) training images.
+    write_package : bool
+        Write the model package to ``config.output`` (else only the work folder).
+    work_dir : path, optional
+        Checkpoints and curves; ``<output>.work`` by default.
+    resume : bool
+        Continue from the work folder's checkpoint if it was made with the same config.
+    """
+    import json
+    import subprocess
+    import warnings
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from cytolens import models
+    from cytolens.nn import UNet
+    from cytolens.nn.unet import receptive_field
+    from cytolens.train.checks import check_receptive_field, object_diameters
+    from cytolens.train.config import save_config
+    from cytolens.train.loop import LoopConfig, TrainResult, fit, overfitting_report
+    from cytolens.train.splits import save_split
+    from cytolens.train.transfer import freeze_encoder_hook, parent_record
+
+    messages: list[str] = []
+    parent_source = None if parent is None else str(parent.path or parent.name)
+    if parent is None and getattr(config, "init_from", None):
+        parent, config = load_parent(config)
+        parent_source = config.init_from
+    elif parent is not None:
+        config = adapt_to_parent(config, parent)
+    if data is None or data.key != _preparation_key(config):
+        data = prepare_data(config, progress)
+    split = data.split
+    ids = list(split["train"]) if train_ids is None else sorted(train_ids)
+    outside = sorted(set(ids) - set(split["train"]))
+    if outside:
+        raise InvalidParameterError(f"train_ids must come from the train split; {outside[:3]} do not")
+    train_samples, val_samples = data.side("train", ids), data.side("val")
+    arch = config.architecture
+    message = check_receptive_field(object_diameters(s.labels for s in train_samples), arch.depth,
+                                    receptive_field, scale_setting=("target_diameter", config.target_diameter),
+                                    warn=False)
+    if message:
+        messages.append(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
     schema_module = SCHEMAS[config.schema_]
     network = UNet(3, schema_module.OUTPUT_CHANNELS, arch.depth, arch.base_channels, arch.norm, arch.dropout)
     if parent is not None:
@@ -239,24 +454,43 @@ def train_segmentation(config, progress: bool = True, parent=None) -> "Path":
     aug = config.augmentation
     sampler = CropSampler(train_samples, config.schema_, opt.crop_size, opt.batch_size, opt.steps_per_epoch,
                           aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
-                          config.seed)
+                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain)
     validate = make_validator(val_samples, config.schema_, loss_fn, size_divisor=2**arch.depth)
     loop = LoopConfig(epochs=opt.epochs, optimizer=opt.optimizer, learning_rate=opt.learning_rate,
                       momentum=opt.momentum, weight_decay=opt.weight_decay, schedule=opt.schedule,
                       warmup_epochs=opt.warmup_epochs, patience=opt.patience, seed=config.seed,
                       max_minutes=opt.max_minutes)
-    work = Path(str(config.output) + ".work")
-    history = fit(network, loss_fn, sampler, validate, loop, work, progress=progress)
-    from safetensors.torch import load_file
-
+    work = Path(work_dir) if work_dir is not None else Path(str(config.output) + ".work")
+    _prepare_work_dir(work, config, resume, progress)
+    hook = freeze_encoder_hook(config.freeze_encoder_epochs) if parent is not None else None
+    history = fit(network, loss_fn, sampler, validate, loop, work, resume=resume, progress=progress,
+                  on_epoch_start=hook, on_epoch_end=on_epoch_end)
     best = min(history, key=lambda r: r["val_loss"])
+    overfit = overfitting_report(history, loop.overfit_tolerance)
+    if overfit:
+        messages.append(overfit)
+    best_weights = load_file(str(work / "best.safetensors"))
+    train_scores: dict = {}
+    if score_train:
+        network.load_state_dict(best_weights)
+        network.eval()
+        scored = train_samples[:: max(1, math.ceil(len(train_samples) / max_train_scored))]
+        with torch.no_grad():
+            scores = make_validator(scored, config.schema_, loss_fn, size_divisor=2**arch.depth)(network)
+        train_scores = {"train_" + k.removeprefix("val_"): v for k, v in scores.items()}
+    result = TrainResult(history=history, best=best, work_dir=work, split_sizes={k: len(v) for k, v in split.items()},
+                         n_train_images=len(train_samples), n_train_units=data.n_objects(ids),
+                         train_scores=train_scores, messages=messages)
+    if not write_package:
+        return result
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
                                 cwd=Path(__file__).parent).stdout.strip() or None
     except OSError:
         commit = None
     defaults = (schema_module.DeepWatershedParams() if config.schema_ == "deep_watershed"
                 else schema_module.PixelClassesParams()).to_dict()
+    folders = {k: str(v) for k, v in config.data if k.endswith(("images", "labels")) and v is not None}
     meta = {
         "name": config.name,
         "version": "1",
@@ -268,22 +502,42 @@ def train_segmentation(config, progress: bool = True, parent=None) -> "Path":
         "scale": {"target_diameter": config.target_diameter},
         "postprocess": defaults,
         "training": {
-            "data": {"images": str(data.images), "labels": str(data.labels)},
-            "split_sizes": {k: len(v) for k, v in split.items()},
+            "data": folders,
+            "split_sizes": result.split_sizes,
+            "train_images_used": len(train_samples),
+            "train_objects": result.n_train_units,
             "seed": config.seed,
             "epochs_run": len(history),
             "best_epoch": best["epoch"],
             "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
             "commit": commit,
-            "parent": None if parent is None else parent.name,
+            "parent": None if parent is None else parent_record(parent, parent_source),
+            "freeze_encoder_epochs": config.freeze_encoder_epochs if parent is not None else 0,
+            "overfitting": overfit,
+            "warnings": messages,
         },
         "validation": {},
         "license": "CC0-1.0 training data; weights MIT",
     }
-    cfg_path = work / "train_config.yaml"
-    cfg_path.write_text(yaml.safe_dump(json.loads(config.model_dump_json(by_alias=True))))
+    cfg_path = save_config(config, work / "train_config.yaml")
     split_path = work / "split.json"
-    save_split(split, split_path)
-    return models.save(config.output, meta, load_file(str(work / "best.safetensors")),
-                       {"train_config.yaml": cfg_path, "split.json": split_path,
-                        "history.csv": work / "history.csv", "curves.png": work / "curves.png"})
+    save_split(split if train_ids is None else {**split, "train": ids}, split_path)
+    (work / "model_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    result.package = models.save(config.output, meta, best_weights,
+                                 {"train_config.yaml": cfg_path, "split.json": split_path,
+                                  "history.csv": work / "history.csv", "curves.png": work / "curves.png"})
+    return result
+
+
+def train_segmentation(config, progress: bool = True, parent=None):
+    """Train a segmentation model from a validated config and write its package.
+
+    Returns the package folder. ``parent`` is an optional loaded
+    :class:`~cytolens.models.ModelPackage` to start from (transfer learning);
+    ``config.init_from`` does the same from the config.
+    """
+    return fit_segmentation(config, progress=progress, parent=parent).package
+
+
+#: The names :mod:`cytolens.train.api` looks up in a task's training module.
+fit_task = fit_segmentation

@@ -1,0 +1,77 @@
+"""Run training by config, whatever the task: ``cytolens.train.run("config.yaml")``.
+
+The ``task`` key of a config picks the config model (:data:`cytolens.train.config.TASK_CONFIGS`)
+and the task's training module (:data:`TASK_TRAINERS`). A training module provides
+
+* ``prepare_data(config, progress) -> data`` — split the data and prepare it once;
+* ``fit_task(config, data=None, *, progress, train_ids, on_epoch_end, score_train,
+  write_package, work_dir, resume) -> TrainResult`` — one training run;
+* ``PRIMARY_METRIC`` — the validation metric to maximize (e.g. ``"val_ap50"``);
+* ``UNIT`` — what annotations count in (``"objects"``, ``"images"``).
+
+Segmentation is the first; classification and restoration plug in by adding a line
+to each registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+from pydantic import BaseModel
+
+from cytolens.errors import InvalidParameterError, OutputExistsError
+from cytolens.train.config import load_config, resolve_paths, validate_config
+
+#: Training module per task (imported when used).
+TASK_TRAINERS: dict[str, str] = {"segmentation": "cytolens.tasks.segmentation.training"}
+
+ConfigLike = str | os.PathLike | dict | BaseModel
+
+
+def as_config(config: ConfigLike, base: str | os.PathLike | None = None) -> BaseModel:
+    """A validated config from a YAML path, a mapping (paths relative to ``base`` or the cwd) or a config."""
+    if isinstance(config, BaseModel):
+        return config
+    if isinstance(config, dict):
+        return resolve_paths(validate_config(config), Path.cwd() if base is None else base)
+    if isinstance(config, str | os.PathLike):
+        return load_config(config)
+    raise InvalidParameterError(f"config must be a YAML path, a mapping or a config object, got {type(config).__name__}")
+
+
+def trainer_for(config: BaseModel) -> ModuleType:
+    """The training module of ``config.task``."""
+    task = getattr(config, "task", None)
+    if task not in TASK_TRAINERS:
+        raise InvalidParameterError(f"task {task!r} cannot be trained yet; trainable: {', '.join(TASK_TRAINERS)}")
+    return importlib.import_module(TASK_TRAINERS[task])
+
+
+def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, resume: bool = True):
+    """Train the model a config describes and write its package to ``config.output``.
+
+    Parameters
+    ----------
+    config : path, mapping or config object
+        A YAML file (``cytolens train CONFIG.yaml``), a mapping, or a validated config.
+    progress : bool
+        Progress bars and one line per epoch.
+    overwrite : bool
+        Replace an existing package at ``config.output`` (otherwise an error).
+    resume : bool
+        Continue from ``<output>.work/last.pt`` when it was made with the same config.
+
+    Returns
+    -------
+    TrainResult
+        ``.package`` is the written folder; ``.best`` the kept epoch's scores;
+        ``.messages`` the warnings (receptive field, overfitting).
+    """
+    config = as_config(config)
+    output = Path(config.output)
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} exists; pass overwrite=True (--overwrite) or choose another output")
+    return trainer_for(config).fit_task(config, progress=progress, resume=resume)

@@ -1,0 +1,90 @@
+"""The CLI end to end, in a real subprocess: segment, measure, models, demo, bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytolens.data.synthetic import synthetic_nuclei
+from cytolens.io import read_image, write_image
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cytolens", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for seed, name in ((1, "a.tif"), (2, "b.png")):
+        image, _ = synthetic_nuclei(shape=(192, 192), n_nuclei=15, seed=seed)
+        if name.endswith(".png"):
+            image = (image / image.max() * 255).astype(np.uint8)
+        paths.append(write_image(folder / name, image))
+    return paths
+
+
+def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_path):
+    out = tmp_path / "out"
+    result = run("segment", *map(str, images), "-o", str(out), "--quiet", "--diameter", "20")
+    assert result.returncode == 0, result.stderr
+    for stem in ("a", "b"):
+        labels = read_image(out / f"{stem}_labels.tif")
+        table = pd.read_csv(out / f"{stem}_cells.csv")
+        assert labels.dtype == np.uint16 and labels.max() > 5
+        assert len(table) == labels.max() and {"area", "centroid_y", "mean_intensity"} <= set(table.columns)
+    before = (out / "a_labels.tif").read_bytes()
+    again = run("segment", str(images[0]), "-o", str(out), "--quiet")
+    assert again.returncode == 1
+    assert "exists" in again.stderr and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert (out / "a_labels.tif").read_bytes() == before
+    assert run("segment", str(images[0]), "-o", str(out), "--quiet", "--overwrite").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("segment", "missing.tif", "-o", "out"), "not found"),
+        (("segment", "{text}", "-o", "out"), "cannot read"),
+        (("segment", "{image}", "-o", "out", "--model", "nope"), "unknown model"),
+        (("segment", "{image}", "-o", "out", "--diameter", "-2"), "diameter"),
+        (("models", "info", "nope"), "unknown model"),
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_nonzero(images, tmp_path, args, message):
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not an image")
+    args = [a.format(text=text, image=images[0]) for a in args]
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_measure_command(images, tmp_path):
+    labels_path = tmp_path / "labels.tif"
+    run("segment", str(images[0]), "-o", str(tmp_path), "--quiet", "--diameter", "20")
+    (tmp_path / "a_labels.tif").rename(labels_path)
+    result = run("measure", str(labels_path), "--image", str(images[0]), "-o", str(tmp_path / "t.parquet"))
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_parquet(tmp_path / "t.parquet")) == read_image(labels_path).max()
+
+
+def test_models_list_and_info():
+    listed = run("models", "list")
+    assert listed.returncode == 0 and "nuclei" in listed.stdout
+    info = run("models", "info", "nuclei")
+    assert info.returncode == 0 and '"schema": "deep_watershed"' in info.stdout
+
+
+def test_demo_writes_outputs_and_reports_ap(tmp_path):
+    result = run("demo", "-o", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "AP@0.5 =" in result.stdout
+    for name in ("demo_image.tif", "demo_labels.tif", "demo_truth_labels.tif", "demo_cells.csv", "demo_overlay.png"):
+        assert (tmp_path / "demo" / name).is_file()
+    assert read_image(tmp_path / "demo" / "demo_overlay.png").shape[-1] == 3

@@ -1,0 +1,96 @@
+"""cytolens.segment end to end with the bundled model: tiling, scale, bad inputs."""
+
+import numpy as np
+import pytest
+
+import cytolens
+from cytolens.data.synthetic import synthetic_nuclei
+from cytolens.errors import CytolensError, InvalidImageError, InvalidParameterError, UnknownModelError
+from cytolens.metrics import match
+from cytolens.models import load
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    return load("nuclei")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return synthetic_nuclei(shape=(384, 384), n_nuclei=45, seed=11)
+
+
+def ap50(truth, labels) -> float:
+    return match(truth.astype(np.int64), labels.astype(np.int64), 0.5).average_precision
+
+
+def test_segment_finds_synthetic_nuclei(nuclei, sample):
+    image, truth = sample
+    labels = cytolens.segment(image, nuclei)
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+    assert ap50(truth, labels) > 0.8
+
+
+def test_tiled_and_untiled_agree(nuclei):
+    image, _ = synthetic_nuclei(shape=(700, 650), n_nuclei=120, seed=5)
+    untiled = cytolens.segment(image, nuclei, diameter=20, tile_size=768)
+    tiled = cytolens.segment(image, nuclei, diameter=20, tile_size=192, overlap=48)
+    assert untiled.max() > 50
+    assert ap50(untiled, tiled) >= 0.99
+
+
+def test_rgb_uint8_and_float_inputs_give_the_same_objects(nuclei, sample):
+    image, _ = sample
+    as_float = image.astype(np.float32) / 65535
+    as_rgb = np.repeat((image / image.max() * 255).astype(np.uint8)[..., None], 3, axis=2)
+    reference = cytolens.segment(image, nuclei, diameter=20)
+    assert ap50(reference, cytolens.segment(as_float, nuclei, diameter=20)) >= 0.99
+    assert ap50(reference, cytolens.segment(as_rgb, nuclei, diameter=20)) >= 0.95
+
+
+def test_diameter_changes_scale_consistently(nuclei):
+    image, truth = synthetic_nuclei(shape=(256, 256), n_nuclei=25, diameter_range=(14, 22), seed=2)
+    big = np.kron(image, np.ones((2, 2), image.dtype))  # same scene, nuclei twice as large
+    big_truth = np.kron(truth, np.ones((2, 2), truth.dtype))
+    assert ap50(big_truth, cytolens.segment(big, nuclei)) > 0.8
+
+
+def test_postprocess_overrides_are_applied(nuclei, sample):
+    image, _ = sample
+    few = cytolens.segment(image, nuclei, diameter=20, min_size=10_000)
+    assert few.max() == 0
+    with pytest.raises(InvalidParameterError, match="unknown post-processing"):
+        cytolens.segment(image, nuclei, diameter=20, threshold=0.3)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((64, 64)), "constant"),
+        (np.full((64, 64), np.nan), "NaN"),
+        (np.zeros((0, 10)), "empty"),
+        (np.random.default_rng(0).random((4, 64, 64, 3)), "2D image"),
+        (np.random.default_rng(0).random((64, 64, 7)), "channels"),
+        (np.random.default_rng(0).random((3, 64, 64)), "channels-first"),
+        (np.array([["a", "b"], ["c", "d"]]), "non-numeric"),
+    ],
+)
+def test_bad_images_raise_clear_errors(nuclei, bad, message):
+    with pytest.raises(InvalidImageError, match=message):
+        cytolens.segment(bad, nuclei)
+
+
+@pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"tile_size": 16},
+                                    {"overlap": 400}])
+def test_bad_parameters_raise_clear_errors(nuclei, sample, kwargs):
+    with pytest.raises(InvalidParameterError):
+        cytolens.segment(sample[0], nuclei, **kwargs)
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(UnknownModelError, match="nuclei"):
+        cytolens.segment(np.eye(32), model="no-such-model")
+
+
+def test_all_user_errors_share_one_base_class():
+    assert issubclass(InvalidImageError, CytolensError) and issubclass(UnknownModelError, CytolensError)

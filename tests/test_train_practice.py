@@ -1,0 +1,249 @@
+"""Training practice without training: configs, splits, class weights, receptive field, overfitting, freezing."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cytolens.errors import InvalidParameterError
+from cytolens.train.checks import check_receptive_field, object_diameters
+from cytolens.train.config import AugmentationConfig, load_config, save_config, validate_config
+from cytolens.train.loop import LoopConfig, fit, overfitting_report
+from cytolens.train.splits import add_fixed_sides, make_split, nested_subsets
+from cytolens.train.transfer import encoder_modules, freeze_encoder_hook
+from cytolens.train.weights import inverse_frequency_weights, pixel_class_weights, sample_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = {"name": "demo", "data": {"images": "im", "labels": "lab"}, "output": "out"}
+
+
+def config_with(**changes) -> dict:
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in MINIMAL.items()}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    return raw
+
+
+# --- config validation -------------------------------------------------------------------------------------------
+
+def test_bundled_nuclei_config_still_validates():
+    config = load_config(ROOT / "training" / "nuclei" / "config.yaml")
+    assert config.schema_ == "deep_watershed" and config.architecture.depth == 4
+    assert config.data.images.is_absolute() and config.init_from is None and config.freeze_encoder_epochs == 0
+    assert (config.augmentation.gamma, config.augmentation.blur, config.augmentation.stain) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"optimizer_settings": {}}, r"optimizer_settings: unknown setting"),
+    ({"optimisation": {"epochs": 3}}, r"optimisation: unknown setting \(did you mean 'optimization'\?\)"),
+    ({"optimization": {"learnig_rate": 0.1}},
+     r"optimization.learnig_rate: unknown setting \(did you mean 'learning_rate'\?\)"),
+    ({"optimization": {"learning_rate": -1}}, r"optimization.learning_rate: Input should be greater than 0 \(got -1\)"),
+    ({"optimization": {"crop_size": 100}}, r"crop_size 100 must be a multiple of 2\*\*architecture.depth = 16"),
+    ({"architecture": {"depth": 9}}, r"architecture.depth: Input should be less than or equal to 6"),
+    ({"schema": "stardist"}, r"schema: Input should be 'deep_watershed' or 'pixel_classes'"),
+    ({"augmentation": {"preset": "confocal"}}, r"augmentation.preset: Input should be 'fluorescence', 'brightfield'"),
+    ({"augmentation": {"scale_range": [1.5, 1.0]}}, r"scale_range must be 0 < low <= high"),
+    ({"freeze_encoder_epochs": 2}, r"freeze_encoder_epochs needs init_from"),
+    ({"data": {"val_images": "v"}}, r"give both val_images and val_labels"),
+    ({"data": {"group_column": "donor"}}, r"need strata_csv"),
+    ({"task": "colocalization"}, r"task: unknown task 'colocalization'; known: segmentation"),
+])
+def test_config_errors_name_the_field(changes, expected):
+    with pytest.raises(InvalidParameterError, match=expected):
+        validate_config(config_with(**changes))
+
+
+def test_missing_required_fields_are_listed():
+    with pytest.raises(InvalidParameterError, match=r"name: Field required; data: Field required; output: Field"):
+        validate_config({})
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(InvalidParameterError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InvalidParameterError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(InvalidParameterError, match="must hold a mapping"):
+        load_config(bad)
+    bad.write_text("name: x\ndata: {images: a, labels: b}\noutput: o\noptimization: {epochs: 0}\n")
+    with pytest.raises(InvalidParameterError, match=r"invalid config .*bad.yaml: optimization.epochs"):
+        load_config(bad)
+
+
+def test_config_round_trip_and_relative_paths(tmp_path):
+    path = tmp_path / "config.yaml"
+    save_config(validate_config(config_with(augmentation={"preset": "he"}, init_from="nuclei", seed=3)), path)
+    config = load_config(path)
+    assert config.data.images == tmp_path / "im" and config.output == tmp_path / "out"
+    assert config.init_from == "nuclei"  # not an existing path: a bundled name
+    again = tmp_path / "again.yaml"
+    save_config(config, again)
+    assert load_config(again) == config
+
+
+def test_augmentation_presets_fill_and_explicit_settings_win():
+    he = validate_config(config_with(augmentation={"preset": "he"})).augmentation
+    assert he.stain > 0 and he.intensity == 0.1
+    custom = validate_config(config_with(augmentation={"preset": "brightfield", "blur": 0.25})).augmentation
+    assert custom.blur == 0.25 and custom.gamma == 0.2
+    plain = AugmentationConfig()
+    assert plain.preset is None and plain.scaled(1.0) == plain
+    off = AugmentationConfig(preset="fluorescence").scaled(0.0)
+    assert off.scale_range == (1.0, 1.0) and off.intensity == off.gamma == off.blur == off.stain == 0
+
+
+# --- splits ------------------------------------------------------------------------------------------------------
+
+def test_split_is_deterministic_and_covers_every_id():
+    ids = [f"img{i:03d}" for i in range(50)]
+    split = make_split(ids, 0.1, 0.2, seed=4)
+    assert split == make_split(list(reversed(ids)), 0.1, 0.2, seed=4)
+    assert split != make_split(ids, 0.1, 0.2, seed=5)
+    assert sorted(split["train"] + split["val"] + split["test"]) == ids
+    assert (len(split["val"]), len(split["test"])) == (5, 10)
+
+
+def test_grouped_split_never_spans_sides():
+    ids = [f"movie{m}_frame{f}" for m in range(12) for f in range(5)]
+    groups = [i.split("_")[0] for i in ids]
+    split = make_split(ids, 0.2, 0.2, groups=groups, seed=0)
+    side_of_group = {}
+    for side, items in split.items():
+        for item in items:
+            assert side_of_group.setdefault(item.split("_")[0], side) == side
+    assert {len(v) % 5 for v in split.values()} == {0} and all(split.values())
+
+
+def test_stratified_split_puts_every_stratum_in_val_and_test():
+    ids = [f"i{k}" for k in range(40)]
+    strata = ["fluo"] * 30 + ["he"] * 6 + ["bf"] * 4
+    split = make_split(ids, 0.1, 0.1, strata=strata, seed=1)
+    stratum = dict(zip(ids, strata))
+    for side in ("val", "test"):
+        assert {stratum[i] for i in split[side]} == {"fluo", "he", "bf"}
+
+
+def test_folder_sides_and_nested_subsets():
+    split = add_fixed_sides(make_split(["a", "b", "c"], 0, 0), {"val": ["v1"], "test": ["t1", "t2"]})
+    assert split == {"train": ["a", "b", "c"], "val": ["v1"], "test": ["t1", "t2"]}
+    with pytest.raises(InvalidParameterError, match="'a' is in both the train and the val"):
+        add_fixed_sides(split, {"val": ["a"]})
+    subsets = nested_subsets([f"x{k}" for k in range(20)], [0.1, 0.25, 0.5, 1.0], seed=2)
+    assert [len(s) for s in subsets] == [2, 5, 10, 20]
+    assert all(set(a) <= set(b) for a, b in pairwise(subsets))
+    assert subsets == nested_subsets([f"x{k}" for k in range(20)], [0.1, 0.25, 0.5, 1.0], seed=2)
+    with pytest.raises(InvalidParameterError, match="increasing"):
+        nested_subsets(["a"], [0.5, 0.2])
+
+
+# --- class weights -----------------------------------------------------------------------------------------------
+
+def test_image_class_weights_by_hand_and_against_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = ["mitotic"] * 2 + ["interphase"] * 6 + ["apoptotic"] * 4  # 12 images, 3 classes
+    weights = inverse_frequency_weights(labels, classes=["interphase", "mitotic", "apoptotic"])
+    assert weights == pytest.approx({"interphase": 12 / 18, "mitotic": 2.0, "apoptotic": 1.0})
+    expected = compute_class_weight("balanced", classes=np.array(["interphase", "mitotic", "apoptotic"]), y=labels)
+    assert list(weights.values()) == pytest.approx(expected.tolist())
+    p = sample_weights(labels)
+    assert p.sum() == pytest.approx(1) and p[:2].sum() == pytest.approx(1 / 3)  # each class drawn equally often
+    with pytest.raises(InvalidParameterError, match="'dead' have no training example"):
+        inverse_frequency_weights(labels, classes=["interphase", "mitotic", "apoptotic", "dead"])
+
+
+def test_pixel_class_weights_values():
+    from cytolens.tasks.segmentation import pixel_classes
+
+    class_map = np.array([[0] * 6 + [1] * 3 + [2]])  # 6 background, 3 interior, 1 edge
+    assert pixel_class_weights([np.bincount(class_map.ravel(), minlength=3)]) == pytest.approx([1 / 3, 2 / 3, 2])
+    assert pixel_classes.class_weights([class_map]) == pytest.approx([1 / 3, 2 / 3, 2])
+    assert pixel_class_weights([[4, 4, 0]]) == pytest.approx([1, 1, 1])  # absent class: not infinite
+
+
+# --- receptive field ---------------------------------------------------------------------------------------------
+
+def test_receptive_field_warning_says_what_to_change():
+    labels = np.zeros((200, 200), int)
+    yy, xx = np.mgrid[:200, :200]
+    labels[(yy - 100) ** 2 + (xx - 100) ** 2 < 30**2] = 1  # one disk, 60 px across
+    diameters = object_diameters([labels])
+    assert diameters == pytest.approx([60], abs=1)
+    with pytest.warns(UserWarning, match=r"60 px across .* sees only 44 px .* set architecture.depth: 3 "
+                                         r"\(receptive field 96 px\) or lower target_diameter from 40 to at most 29"):
+        message = check_receptive_field(diameters, depth=2, scale_setting=("target_diameter", 40.0))
+    assert message.startswith("receptive field too small")
+    assert check_receptive_field(diameters, depth=3) is None  # 96 px: fits, no warning (warnings are errors)
+
+
+# --- overfitting and the loop's hooks ---------------------------------------------------------------------------
+
+def test_overfitting_flag_message_and_hooks(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 16)[:, None]
+    val_losses = iter([1.0, 0.5, 0.52, 0.8, 0.9])
+    started, ended = [], []
+
+    def on_start(net, epoch):
+        started.append((epoch, net.training))
+
+    config = LoopConfig(epochs=5, learning_rate=0.05, warmup_epochs=0, patience=0, schedule="constant")
+    history = fit(model, torch.nn.functional.mse_loss, lambda epoch: [(x, 3 * x)] * 4,
+                  lambda net: {"val_loss": next(val_losses)}, config, tmp_path, progress=True,
+                  on_epoch_start=on_start, on_epoch_end=ended.append)
+    assert [r["overfitting"] for r in history] == [0, 0, 0, 1, 1]
+    assert started == [(e, True) for e in range(5)] and [r["epoch"] for r in ended] == [1, 2, 3, 4, 5]
+    out = capsys.readouterr().out
+    assert "overfitting: validation loss 0.8 is above its best 0.5 (epoch 2)" in out
+    report = overfitting_report(history)
+    assert report in out and "keeps the weights of epoch 2" in report
+    assert overfitting_report(history[:3]) is None
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "history.csv").read_text().count("\n") == 6
+
+
+def test_freeze_encoder_hook_freezes_encoder_and_its_batch_norm():
+    from cytolens.nn import UNet
+
+    net = UNet(3, 2, depth=2, base_channels=4)
+    hook = freeze_encoder_hook(1)
+    net.train()
+    hook(net, 0)
+    encoder = encoder_modules(net)
+    assert len(encoder) == 3  # two encoder blocks and the bottleneck
+    assert not any(p.requires_grad for m in encoder for p in m.parameters())
+    assert all(not m.training for m in encoder) and net.head.weight.requires_grad and net.decoders[0].training
+    net.train()
+    hook(net, 1)
+    assert all(p.requires_grad for p in net.parameters())
+    assert freeze_encoder_hook(0) is None
+
+
+def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
+    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20], labels[30:44, 30:40] = 1, 2
+    image = (labels > 0) * 200 + rng.integers(0, 30, labels.shape)
+    sample = prepare_sample(image, labels, "deep_watershed", 12.0)
+    sampler = CropSampler([sample], "deep_watershed", 32, 2, 2, gamma=0.3, blur=1.0, stain=0.1, seed=1)
+    batches = list(sampler(0))
+    assert len(batches) == 2
+    for inputs, targets in batches:
+        assert inputs.shape == (2, 3, 32, 32) and targets.shape == (2, 2, 32, 32)
+        assert torch.isfinite(inputs).all()
+    plain = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1)(0)]
+    same = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1, gamma=0, blur=0, stain=0)(0)]
+    assert all(torch.equal(a, b) for a, b in zip(plain, same))

@@ -33,7 +33,7 @@ def normalize_percentile(
     if not 0 <= low < high <= 100:
         raise InvalidParameterError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
     image = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(image, [low, high])
+    lo, hi = (float(v) for v in np.percentile(image, [low, high]))
     return (image - lo) / max(hi - lo, eps)
 
 

@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["nuclei", "nuclei_pixel_classes"])
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images (quick check)")
     parser.add_argument("--no-write-model", action="store_true", help="do not record scores in model.json")
+    parser.add_argument("--augment", action="store_true", help="also score test-time augmentation (flips)")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"DSB2018 data not found at {DATA}")
@@ -86,14 +87,22 @@ def main() -> None:
             truth = read_image(DATA / "labels_lopuhin_fixed" / f"{image_id}.tif")
             estimated = score_image(truth, cytolens.segment(image, package))
             oracle = score_image(truth, cytolens.segment(image, package, diameter=median_diameter(truth)))
-            rows.append({"id": image_id, "modality": modality[image_id], **estimated,
-                         **{f"oracle_{k}": v for k, v in oracle.items()}})
+            row = {"id": image_id, "modality": modality[image_id], **estimated,
+                   **{f"oracle_{k}": v for k, v in oracle.items()}}
+            if args.augment:
+                augmented = score_image(truth, cytolens.segment(image, package, augment=True))
+                row.update({f"augment_{k}": v for k, v in augmented.items()})
+            rows.append(row)
         seconds = time.perf_counter() - start
         table = pd.DataFrame(rows)
-        oracle_table = table[[c for c in table if c.startswith("oracle_")]].rename(columns=lambda c: c[7:])
+        def variant(prefix: str) -> pd.DataFrame:
+            return table[[c for c in table if c.startswith(prefix)]].rename(columns=lambda c: c[len(prefix):])
+
         result = {"schema": package.meta["schema"], "overall": summarize(table),
                   "per_modality": {m: summarize(g) for m, g in table.groupby("modality")},
-                  "overall_true_diameter": summarize(oracle_table), "seconds": seconds}
+                  "overall_true_diameter": summarize(variant("oracle_")), "seconds": seconds}
+        if args.augment:
+            result["overall_augmented"] = summarize(variant("augment_"))
         report["models"][name] = result
         table.to_csv(RESULTS / f"segmentation_dsb_{name}_per_image.csv", index=False)
         if not args.no_write_model and args.limit is None:
@@ -113,6 +122,8 @@ def main() -> None:
     for name, result in report["models"].items():
         subsets = [("all", result["overall"]), *result["per_modality"].items(),
                    ("all, true diameter given", result["overall_true_diameter"])]
+        if "overall_augmented" in result:
+            subsets.append(("all, test-time augmentation (flips)", result["overall_augmented"]))
         for subset, s in subsets:
             lines.append(f"| {name} ({result['schema']}) | {subset} | {s['images']} | {s['ap50']:.3f} | "
                          f"{s['ap75']:.3f} | {s['kaggle']:.3f} | {s['ap50_pooled']:.3f} |")

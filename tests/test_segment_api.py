@@ -94,3 +94,31 @@ def test_unknown_model_names_the_known_ones():
 
 def test_all_user_errors_share_one_base_class():
     assert issubclass(InvalidImageError, CytolensError) and issubclass(UnknownModelError, CytolensError)
+
+
+def test_estimated_diameter_follows_the_true_one(nuclei):
+    from cytolens.tasks.segmentation.inference import estimate_diameter
+    from cytolens.tasks.segmentation.training import median_diameter
+
+    image, truth = synthetic_nuclei(shape=(256, 256), n_nuclei=25, diameter_range=(14, 22), seed=4)
+    small = estimate_diameter(nuclei, image)
+    assert abs(small / median_diameter(truth) - 1) < 0.3
+    large = estimate_diameter(nuclei, np.kron(image, np.ones((2, 2), image.dtype)))
+    assert 1.6 < large / small < 2.5
+
+
+def test_size_model_round_trip(tmp_path):
+    import torch
+
+    from cytolens.nn import UNet
+    from cytolens.tasks.segmentation.size_model import SizeModel, fit_size_model, style_of
+
+    torch.manual_seed(0)
+    net = UNet(3, 2, depth=2, base_channels=4).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.random((3, 64, 64)).astype(np.float32) for _ in range(6)]
+    model = fit_size_model(net, images, [10, 12, 14, 16, 18, 20], zooms=(0.5, 1.0, 2.0), alphas=(0.1, 1.0))
+    model.save(tmp_path / "size_model.json")
+    again = SizeModel.load(tmp_path / "size_model.json")
+    style = style_of(net, images[0])
+    assert np.allclose(model.predict(style), again.predict(style)) and model.predict(style)[0] > 0

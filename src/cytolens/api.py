@@ -30,6 +30,7 @@ def segment(
     diameter: float | None = None,
     tile_size: int = 512,
     overlap: int = 64,
+    augment: bool = False,
     **postprocess,
 ) -> np.ndarray:
     """Segment every object of a 2D image into a label image.
@@ -45,6 +46,8 @@ def segment(
         Typical object diameter in pixels; estimated from the image when None.
     tile_size, overlap : int
         Tiled inference: memory is bounded by the tile, seams are blended.
+    augment : bool
+        Test-time augmentation: average the network over the four flips (4× slower).
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -56,4 +59,4 @@ def segment(
     """
     from cytolens.tasks.segmentation.inference import segment_image
 
-    return segment_image(_load(model), image, diameter, tile_size, overlap, **postprocess)
+    return segment_image(_load(model), image, diameter, tile_size, overlap, augment, **postprocess)

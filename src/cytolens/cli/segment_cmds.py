@@ -25,6 +25,7 @@ def segment(
     diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
     min_size: int | None = typer.Option(None, help="Drop objects smaller than this (model pixels)."),
+    augment: bool = typer.Option(False, "--augment", help="Test-time augmentation over flips (4x slower)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -51,7 +52,7 @@ def segment(
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         image = read_image(image_path)
-        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, **extra)
+        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment, **extra)
         labels_path, table_path = _outputs_for(image_path, output)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)

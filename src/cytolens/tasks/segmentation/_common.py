@@ -65,3 +65,15 @@ def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
     labels = labels.copy()
     labels[small[labels]] = 0
     return relabel_sequential(labels)
+
+
+def add_unclaimed_regions(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give each connected part of ``mask`` that no object covers a new label of its own.
+
+    Post-processing grows objects from markers; a foreground blob without a marker
+    would otherwise vanish silently.
+    """
+    unclaimed, count = ndi.label(mask & (labels == 0))
+    if not count:
+        return labels
+    return np.where(unclaimed > 0, unclaimed + labels.max(), labels)

@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from cytolens.tasks.segmentation._common import (
+    add_unclaimed_regions,
     check_labels,
     normalized_inner_distance,
     relabel_sequential,
@@ -78,9 +79,7 @@ def postprocess(
     mask = probability > foreground_threshold
     markers, _ = ndi.label((distance > marker_threshold) & mask)
     labels = watershed(-distance, markers, mask=mask)
-    orphans, n_orphans = ndi.label(mask & (labels == 0))
-    if n_orphans:
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    labels = add_unclaimed_regions(labels, mask)
     return remove_small_objects(relabel_sequential(labels), min_size)
 
 

@@ -67,12 +67,27 @@ class _TilePreparer:
         return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x)
 
 
+def flip_averaged(predict):
+    """Test-time augmentation: average ``predict`` over the four flips of a tile (4× the work)."""
+    def predict_flips(tile: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in ((), (1,), (2,), (1, 2)):
+            flipped = np.flip(tile, axes) if axes else tile
+            out = predict(np.ascontiguousarray(flipped))
+            out = np.flip(out, axes) if axes else out
+            total = out if total is None else total + out
+        return total / 4
+    return predict_flips
+
+
 def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, prep: _TilePreparer,
-                    tile_size: int = 512, overlap: int = 64) -> np.ndarray:
+                    tile_size: int = 512, overlap: int = 64, augment: bool = False) -> np.ndarray:
     """Raw network outputs ``(K, Y, X)`` at the image's own resolution, computed at ``scale``."""
     schema = SCHEMAS[package.meta["schema"]]
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     predict = network_predictor(package.network)
+    if augment:
+        predict = flip_averaged(predict)
     if abs(scale - 1.0) <= SCALE_TOLERANCE:
         return predict_tiled(predict, image_yxc, schema.OUTPUT_CHANNELS, tile_size, overlap, divisor, prepare=prep)
     scaled = rescale(image_yxc.astype(np.float32), scale, order=1)
@@ -115,7 +130,7 @@ def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int =
 
 
 def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, overlap: int = 64,
-              **postprocess) -> tuple[float, float, np.ndarray | None]:
+              augment: bool = False, **postprocess) -> tuple[float, float, np.ndarray | None]:
     """Estimate the median object diameter (pixels) of an image with the model itself.
 
     With a size model in the package (``size_model.json``), the network's style
@@ -136,7 +151,7 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, over
     scale = float(np.clip(target / guess, 0.1, 10.0))
     areas = []
     for crop in crops:
-        outputs = predict_outputs(package, crop, scale, prep, tile_size, overlap)
+        outputs = predict_outputs(package, crop, scale, prep, tile_size, overlap, augment)
         labels = postprocess_outputs(package, outputs, _applied(scale), **postprocess)
         areas.append(np.bincount(labels.ravel())[1:])
     areas = np.concatenate(areas)
@@ -158,7 +173,7 @@ def _norm(package: ModelPackage) -> tuple[float, float]:
 
 
 def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
-                  tile_size: int = 512, overlap: int = 64, **postprocess) -> np.ndarray:
+                  tile_size: int = 512, overlap: int = 64, augment: bool = False, **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background)."""
     if package.meta.get("task") != "segmentation":
         raise InvalidParameterError(f"model {package.name!r} is a {package.meta.get('task')} model, not segmentation")
@@ -171,7 +186,7 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
     image_yxc = as_yxc(image)
     target = package.meta["scale"]["target_diameter"]
     if diameter is None:
-        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, **postprocess)
+        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, augment, **postprocess)
         if diameter == 0.0:
             return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
         same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
@@ -179,5 +194,5 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
             return labels
     scale = float(np.clip(target / diameter, 0.1, 10.0))
     prep = _TilePreparer(*_percentiles(image_yxc, *_norm(package)))
-    outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap)
+    outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
     return postprocess_outputs(package, outputs, _applied(scale), **postprocess)

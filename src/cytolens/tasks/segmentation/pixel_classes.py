@@ -23,7 +23,12 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
-from cytolens.tasks.segmentation._common import check_labels, relabel_sequential, remove_small_objects
+from cytolens.tasks.segmentation._common import (
+    add_unclaimed_regions,
+    check_labels,
+    relabel_sequential,
+    remove_small_objects,
+)
 
 OUTPUT_CHANNELS = 3
 BACKGROUND, INTERIOR, EDGE = 0, 1, 2
@@ -68,7 +73,5 @@ def postprocess(outputs: np.ndarray, interior_threshold: float = 0.5, min_size: 
     seeds, _ = ndi.label(probabilities[INTERIOR] > interior_threshold)
     mask = probabilities[BACKGROUND] < 0.5
     labels = watershed(probabilities[BACKGROUND], seeds, mask=mask)
-    orphans, n_orphans = ndi.label(mask & (labels == 0))
-    if n_orphans:
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    labels = add_unclaimed_regions(labels, mask)
     return remove_small_objects(relabel_sequential(labels), min_size)

@@ -67,7 +67,7 @@ def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def fit_size_model(network: torch.nn.Module, images: Iterable[np.ndarray], diameters: Sequence[float],
-                   zooms: Sequence[float] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.2),
+                   zooms: Sequence[float] = (0.45, 0.7, 1.0, 1.4, 2.2),
                    alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), seed: int = 0) -> SizeModel:
     """Fit on normalized ``(C, Y, X)`` images at their native scale with known median diameters.
 

@@ -1,0 +1,98 @@
+"""One call from a movie, a label movie or a detection table to tracks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.track.config import TrackingConfig
+from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_overlaps
+from cytolens.track.lineage import TrackingResult
+from cytolens.track.linking import link
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda items, desc="": tqdm(items, desc=desc, leave=False)
+
+
+def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
+                  progress: bool = False, **postprocess) -> np.ndarray:
+    """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels."""
+    import cytolens
+
+    movie = np.asarray(movie)
+    if movie.ndim not in (3, 4):
+        raise InvalidImageError(f"a movie must be (T, Y, X) or (T, Y, X, C); got shape {movie.shape}")
+    if len(movie) < 2:
+        raise InvalidImageError(f"tracking needs at least two frames; got {len(movie)}")
+    wrap = _progress(progress)
+    frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
+    return np.stack([cytolens.segment(movie[t], model=model, diameter=diameter, **postprocess) for t in frames])
+
+
+def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,
+          detections: pd.DataFrame | None = None, config: TrackingConfig | dict | None = None,
+          model: str | os.PathLike = "nuclei", diameter: float | None = None, progress: bool = False,
+          **settings) -> TrackingResult:
+    """Follow every cell through a movie, divisions included.
+
+    Give one of: ``movie`` alone (each frame is segmented with ``model``, then linked),
+    ``labels`` (a label movie to link; ``movie`` then only supplies intensities), or
+    ``detections`` (a table with ``t, y, x`` and optionally ``area``).
+
+    Parameters
+    ----------
+    movie : ndarray, shape (T, Y, X) or (T, Y, X, C), optional
+        Raw images.
+    labels : ndarray (T, Y, X) or list of (Y, X) arrays, optional
+        Integer label images, 0 = background; ids need not agree between frames.
+    detections : DataFrame, optional
+        One row per object per frame.
+    config : TrackingConfig or dict, optional
+        Linking settings; keyword ``settings`` override single fields (e.g. ``max_gap=0``).
+    model, diameter
+        Segmentation model and object diameter, used only when segmenting ``movie``.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    TrackingResult
+        ``.tracks`` table, ``.to_ctc(folder)``, ``.to_napari()``, ``.plot_lineage(path)``.
+
+    Examples
+    --------
+    >>> movie = np.zeros((3, 20, 20), np.uint8)
+    >>> for t in range(3):
+    ...     movie[t, 2 + t:5 + t, 2:5] = 1; movie[t, 14:17, 10 + t:13 + t] = 2
+    >>> result = track(labels=movie)
+    >>> result.ctc_tracks.values.tolist()
+    [[1, 0, 2, 0], [2, 0, 2, 0]]
+    """
+    cfg = TrackingConfig.from_kwargs(config, **settings)
+    given = sum(x is not None for x in (labels, detections))
+    if given > 1:
+        raise InvalidParameterError("give either labels or detections, not both")
+    if given == 0 and movie is None:
+        raise InvalidParameterError("give a movie to segment, a label movie (labels=) or a detection table")
+    if detections is not None:
+        table = detections_from_table(detections)
+        linked = link(table, cfg, progress=_progress(progress))
+        return TrackingResult(linked, None, linked.attrs.get("config", {}))
+    if labels is None:
+        labels = segment_movie(movie, model=model, diameter=diameter, progress=progress)
+        if not np.asarray(labels).any():
+            raise InvalidImageError("segmentation found no objects in any frame: check the model and the diameter")
+    movie_labels = as_label_movie(labels)
+    table = detect(movie_labels, movie)
+    overlaps = label_overlaps(movie_labels, table) if cfg.use_overlap else None
+    linked = link(table, cfg, overlaps=overlaps, progress=_progress(progress))
+    return TrackingResult(linked, movie_labels, linked.attrs.get("config", {}))

@@ -259,14 +259,14 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
 
 def segmentation(sequence: Path, name: str) -> np.ndarray:
     """Our own segmentation of every frame (cached)."""
-    import cytolens
     from cytolens.io import read_image
+    from cytolens.track.pipeline import segment_movie
 
     cached = CACHE / f"{name}_01_segmentation.npy"
     if cached.exists():
         return np.load(cached)
     frames = sorted((sequence / "01").glob("t*.tif"))
-    labels = np.stack([cytolens.segment(read_image(f)) for f in frames]).astype(np.uint16)
+    labels = segment_movie(np.stack([read_image(f) for f in frames])).astype(np.uint16)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(cached, labels)
     return labels

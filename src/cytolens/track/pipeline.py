@@ -25,17 +25,31 @@ def _progress(enabled: bool):
 
 def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
                   progress: bool = False, **postprocess) -> np.ndarray:
-    """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels."""
+    """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels.
+
+    When ``diameter`` is None it is estimated once, as the median over the first,
+    middle and last frames, and used for every frame: sizes stay consistent over
+    time (which linking relies on) and each frame is segmented in one pass.
+    """
     import cytolens
+    from cytolens.models import load
+    from cytolens.tasks.segmentation.inference import estimate_diameter
 
     movie = np.asarray(movie)
     if movie.ndim not in (3, 4):
         raise InvalidImageError(f"a movie must be (T, Y, X) or (T, Y, X, C); got shape {movie.shape}")
     if len(movie) < 2:
         raise InvalidImageError(f"tracking needs at least two frames; got {len(movie)}")
+    package = load(model)
+    if diameter is None:
+        estimates = [estimate_diameter(package, movie[t]) for t in sorted({0, len(movie) // 2, len(movie) - 1})]
+        estimates = [d for d in estimates if d > 0]
+        if not estimates:
+            raise InvalidImageError("the model finds no objects in the first, middle and last frames")
+        diameter = float(np.median(estimates))
     wrap = _progress(progress)
     frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
-    return np.stack([cytolens.segment(movie[t], model=model, diameter=diameter, **postprocess) for t in frames])
+    return np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, **postprocess) for t in frames])
 
 
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,

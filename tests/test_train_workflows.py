@@ -225,6 +225,7 @@ def test_tiny_learning_curve(dataset):
                                 "val_ap50 by +0.010")),
     ([0.50, 0.60, 0.70], False, "not flattened"),
     ([0.01, 0.02, 0.03], None, "undecided: the model barely fits even its training images"),
+    ([0.32, 0.14, 0.43], None, "undecided: val_ap50 fell by 0.180 when the training set grew to 20 images"),
 ])
 def test_learning_curve_verdict(values, flattened, words):
     table = pd.DataFrame({"images": [10, 20, 40], "objects": [100, 200, 400], "val_ap50": values,

@@ -346,6 +346,13 @@ def _verdict(table: pd.DataFrame, metric: str, unit: str, threshold: float) -> t
         return None, (f"undecided: the model barely fits even its training images ({train_metric} at most "
                       f"{table[train_metric].max():.3f}), so the amount of data is not what limits it yet; raise the "
                       "training budget (optimization.epochs, steps_per_epoch) or check the labels, then rerun")
+    drops = table[metric].diff().iloc[1:]
+    if (drops < -threshold).any():
+        worst = int(drops.idxmin())
+        return None, (f"undecided: {metric} fell by {-drops.min():.3f} when the training set grew to "
+                      f"{int(table.loc[worst, 'images'])} images, so run-to-run noise is larger than the effect of "
+                      "data; raise the training budget (optimization.epochs, steps_per_epoch) so each run "
+                      "converges, then rerun")
     gain = float(b[metric] - a[metric])
     step = (f"going from {int(a['images'])} to {int(b['images'])} training images ({int(a[unit])} to "
             f"{int(b[unit])} {unit}) changed {metric} by {gain:+.3f}")

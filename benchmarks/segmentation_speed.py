@@ -111,7 +111,8 @@ def main() -> None:
     m = report["machine"]
     lines = ["# Segmentation speed", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), no GPU; "
-             f"commit {m['commit']}. Best of {args.repeats} runs; synthetic fluorescence nuclei; file I/O excluded.", "",
+             f"commit {m['commit']}. Best of {args.repeats} runs; synthetic fluorescence nuclei; "
+             "file I/O excluded.", "",
              "| image | cytolens, diameter given (Mpx/s) | cytolens, diameter estimated (Mpx/s) | "
              "classical Otsu+watershed (Mpx/s) | cytolens time / classical time |",
              "| --- | --- | --- | --- | --- |"]

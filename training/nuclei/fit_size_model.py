@@ -1,7 +1,8 @@
 """Fit the size model of a segmentation package on its training split; score it on its val split.
 
-Usage: python training/nuclei/fit_size_model.py [PACKAGE] [CONFIG]
-(defaults: the bundled nuclei package and training/nuclei/config.yaml)
+Usage: python training/nuclei/fit_size_model.py [PACKAGE] [CONFIG] [MAX_TRAIN_IMAGES]
+(defaults: the bundled nuclei package, training/nuclei/config.yaml, all train images;
+a smaller MAX_TRAIN_IMAGES takes an evenly spaced subset of the sorted train ids)
 
 Writes PACKAGE/size_model.json and records the validation error in model.json.
 """
@@ -36,14 +37,17 @@ def main() -> None:
             image = model_input(read_image(config.data.images / f"{i}.tif"), norm)
             yield image, median_diameter(read_image(config.data.labels / f"{i}.tif"))
 
-    train = list(pairs(split["train"]))
+    train_ids = split["train"]
+    if len(sys.argv) > 3:
+        train_ids = train_ids[:: max(1, len(train_ids) // int(sys.argv[3]))]
+    train = list(pairs(train_ids))
     size_model = fit_size_model(package.network, [p[0] for p in train], [p[1] for p in train], seed=config.seed)
     errors = []
     for image, diameter in pairs(split["val"]):
         predicted = float(size_model.predict(style_of(package.network, image))[0])
         errors.append(abs(np.log(predicted / diameter)))
     errors = np.asarray(errors)
-    scores = {"val_images": len(errors), "median_abs_log_error": float(np.median(errors)),
+    scores = {"train_images": len(train), "val_images": len(errors), "median_abs_log_error": float(np.median(errors)),
               "within_20_percent": float(np.mean(errors < np.log(1.2))), "alpha": size_model.alpha}
     size_model.save(package_dir / "size_model.json")
     meta = json.loads((package_dir / "model.json").read_text())

@@ -33,7 +33,8 @@ def segment(
     from tqdm.auto import tqdm
 
     from cytolens import models
-    from cytolens.api import measure, segment as segment_api
+    from cytolens.api import measure
+    from cytolens.api import segment as segment_api
     from cytolens.io import read_image, write_labels, write_table
 
     if output.exists() and not output.is_dir():

@@ -39,7 +39,8 @@ def as_yxc(image: np.ndarray) -> np.ndarray:
         return image[..., :3]
     if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[2] > 4:
         raise InvalidImageError(
-            f"image of shape {image.shape} looks channels-first; give (Y, X) or (Y, X, C) (numpy.moveaxis(image, 0, -1))")
+            f"image of shape {image.shape} looks channels-first; give (Y, X) or (Y, X, C) "
+            "(numpy.moveaxis(image, 0, -1))")
     raise InvalidImageError(
         f"expected a 2D image (Y, X) or (Y, X, C) with 1, 3 or 4 channels; got shape {image.shape}. "
         "For a stack, segment each plane; for other channel counts pick one channel.")

@@ -37,16 +37,22 @@ from cytolens.errors import InvalidParameterError
 KAGGLE_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 
 
-def _check_pair(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    truth, pred = np.asarray(truth), np.asarray(pred)
-    if truth.shape != pred.shape:
-        raise InvalidParameterError(f"truth and prediction shapes differ: {truth.shape} vs {pred.shape}")
-    for name, arr in (("truth", truth), ("prediction", pred)):
+def check_label_pair(first: np.ndarray, second: np.ndarray, names: tuple[str, str] = ("truth", "prediction"),
+                     where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Validate two label images for comparison: same shape, integer, no negative labels.
+
+    ``names`` and ``where`` (e.g. ``" (frame 3)"``) go into the error messages.
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    if first.shape != second.shape:
+        raise InvalidParameterError(
+            f"{names[0]} and {names[1]} shapes differ{where}: {first.shape} vs {second.shape}")
+    for name, arr in zip(names, (first, second)):
         if not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidParameterError(f"{name} must be an integer label image, got dtype {arr.dtype}")
+            raise InvalidParameterError(f"{name}{where} must be an integer label image, got dtype {arr.dtype}")
         if arr.size and arr.min() < 0:
-            raise InvalidParameterError(f"{name} has negative labels; 0 is background, objects > 0")
-    return truth, pred
+            raise InvalidParameterError(f"{name}{where} has negative labels; 0 is background, objects > 0")
+    return first, second
 
 
 def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,7 +63,7 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
     iou : (n_true, n_pred) float array
     true_ids, pred_ids : the label values of the rows and columns.
     """
-    truth, pred = _check_pair(truth, pred)
+    truth, pred = check_label_pair(truth, pred)
     true_ids, true_inv = np.unique(truth.ravel(), return_inverse=True)
     pred_ids, pred_inv = np.unique(pred.ravel(), return_inverse=True)
     overlap = np.bincount(
@@ -187,7 +193,7 @@ def dsb2018_score(truth: np.ndarray, pred: np.ndarray) -> float:
 
 def _overlaps(truth: np.ndarray, pred: np.ndarray):
     """Intersections ``(n_true, n_pred)`` and object areas, background excluded."""
-    truth, pred = _check_pair(truth, pred)
+    truth, pred = check_label_pair(truth, pred)
     true_ids, true_inv = np.unique(truth.ravel(), return_inverse=True)
     pred_ids, pred_inv = np.unique(pred.ravel(), return_inverse=True)
     overlap = np.bincount(

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError
+from cytolens.metrics.segmentation import check_label_pair
 
 __all__ = [
     "AOGM_WEIGHTS", "AOGMCounts", "AOGMWeights", "DivisionScores", "FrameMatch", "TrackingEvaluation",
@@ -124,15 +125,7 @@ def _labels_and_areas(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_frame(ref: np.ndarray, comp: np.ndarray, where: str = "") -> tuple[np.ndarray, np.ndarray]:
-    ref, comp = np.asarray(ref), np.asarray(comp)
-    if ref.shape != comp.shape:
-        raise InvalidParameterError(f"reference and computed masks differ in shape{where}: {ref.shape} vs {comp.shape}")
-    for name, arr in (("reference", ref), ("computed", comp)):
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidParameterError(f"{name} mask{where} must hold integer labels, got dtype {arr.dtype}")
-        if arr.size and arr.min() < 0:
-            raise InvalidParameterError(f"{name} mask{where} has negative labels; 0 is background, objects > 0")
-    return ref, comp
+    return check_label_pair(ref, comp, ("reference mask", "computed mask"), where)
 
 
 def match_ctc(ref: np.ndarray, comp: np.ndarray) -> FrameMatch:

@@ -89,7 +89,7 @@ def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, 
     predict = network_predictor(package.network)
     if augment:
         predict = flip_averaged(predict)
-    if abs(scale - 1.0) <= SCALE_TOLERANCE:
+    if _applied(scale) == 1.0:
         return predict_tiled(predict, image_yxc, schema.OUTPUT_CHANNELS, tile_size, overlap, divisor, prepare=prep)
     scaled = rescale(image_yxc.astype(np.float32), scale, order=1)
     if min(scaled.shape[:2]) < 1:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cytolens.errors import InvalidParameterError
 from cytolens.metrics import match
 from cytolens.tasks.segmentation import deep_watershed, pixel_classes
 from cytolens.tasks.segmentation._common import normalized_inner_distance, remove_small_objects
@@ -101,3 +102,48 @@ def test_targets_reject_bad_labels(bad):
 def test_postprocess_rejects_wrong_channel_count():
     with pytest.raises(ValueError, match=r"\(2, Y, X\)"):
         deep_watershed.postprocess(np.zeros((3, 8, 8)))
+
+
+def test_deep_watershed_smoothing_merges_a_peak_split_by_texture():
+    labels = np.zeros((40, 40), np.int32)
+    yy, xx = np.mgrid[:40, :40]
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 <= 10**2] = 1
+    foreground, distance = deep_watershed.targets(labels)
+    distance[:, 20] = np.minimum(distance[:, 20], 0.45)  # a dark line through the centre splits the peak
+    outputs = logit(np.stack([foreground, distance]))
+    split = deep_watershed.postprocess(outputs, marker_threshold=0.6, min_size=1)
+    whole = deep_watershed.postprocess(outputs, marker_threshold=0.6, min_size=1, smoothing=2.0)
+    assert split.max() == 2
+    assert whole.max() == 1 and match(labels, whole.astype(np.int64), 0.9).tp == 1
+
+
+def test_deep_watershed_smoothing_keeps_touching_objects_apart():
+    labels = two_touching_squares()
+    result = deep_watershed.postprocess(logit(deep_watershed.targets(labels)), min_size=1, smoothing=1.0)
+    assert match(labels, result.astype(np.int64), 0.7).tp == 3
+
+
+def test_deep_watershed_rejects_negative_smoothing():
+    labels = two_touching_squares()
+    with pytest.raises(InvalidParameterError, match="smoothing"):
+        deep_watershed.postprocess(logit(deep_watershed.targets(labels)), smoothing=-1)
+
+
+def test_pixel_classes_class_weights_undo_the_prior_of_a_weighted_loss():
+    labels = two_touching_squares()
+    classes = pixel_classes.targets(labels)
+    calibrated = np.where(np.arange(3)[:, None, None] == classes[None], 0.7, 0.15)
+    weights = np.array([0.05, 0.5, 2.5])  # typical inverse frequencies: the edge class is rare
+    skewed = calibrated * weights[:, None, None]  # what a weighted loss teaches the network
+    outputs = np.log(skewed / skewed.sum(axis=0))
+    naive = pixel_classes.postprocess(outputs, min_size=1)
+    corrected = pixel_classes.postprocess(outputs, min_size=1, class_weights=weights)
+    assert match(labels, naive.astype(np.int64), 0.5).tp < 3  # edges swallow the background
+    assert match(labels, corrected.astype(np.int64), 0.9).tp == 3
+
+
+@pytest.mark.parametrize("bad", [(1.0, 1.0), (1.0, 0.0, 1.0), (1.0, -2.0, 1.0)])
+def test_pixel_classes_rejects_bad_class_weights(bad):
+    outputs = np.zeros((3, 8, 8), np.float32)
+    with pytest.raises(InvalidParameterError, match="class_weights"):
+        pixel_classes.postprocess(outputs, class_weights=bad)

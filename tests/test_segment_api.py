@@ -61,6 +61,8 @@ def test_postprocess_overrides_are_applied(nuclei, sample):
     assert few.max() == 0
     with pytest.raises(InvalidParameterError, match="unknown post-processing"):
         cytolens.segment(image, nuclei, diameter=20, threshold=0.3)
+    with pytest.raises(InvalidParameterError, match="smoothing"):
+        cytolens.segment(image, nuclei, diameter=20, smoothing=-1.0)
 
 
 @pytest.mark.parametrize(

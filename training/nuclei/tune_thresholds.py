@@ -1,8 +1,8 @@
 """Choose a segmentation package's post-processing thresholds on its *val* split (never test).
-The same grid is scored with test-time augmentation (flips) for information; the
-chosen thresholds are the best without it (the default).
+With ``--augment`` the same grid is also scored with test-time augmentation (flips),
+for information; the chosen thresholds are the best without it (the default).
 
-Usage: python training/nuclei/tune_thresholds.py [PACKAGE] [CONFIG]
+Usage: python training/nuclei/tune_thresholds.py [PACKAGE] [CONFIG] [--augment]
 (defaults: the bundled nuclei package and training/nuclei/config.yaml)
 
 Network outputs of every val image are computed once (at the true object scale, so
@@ -36,19 +36,21 @@ from cytolens.train.splits import load_split
 
 HERE = Path(__file__).parent
 GRIDS = {
-    "deep_watershed": {"foreground_threshold": [0.4, 0.5, 0.6], "marker_threshold": [0.3, 0.4, 0.5, 0.6, 0.7]},
+    "deep_watershed": {"foreground_threshold": [0.4, 0.5, 0.6], "marker_threshold": [0.4, 0.5, 0.6, 0.7],
+                       "smoothing": [0.0, 1.0, 2.0, 3.0]},
     "pixel_classes": {"interior_threshold": [0.3, 0.4, 0.5, 0.6, 0.7]},
 }
 
 
 def main() -> None:
-    package_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "src/cytolens/models/bundled/nuclei"
-    config = load_config(sys.argv[2] if len(sys.argv) > 2 else HERE / "config.yaml")
+    args = [a for a in sys.argv[1:] if a != "--augment"]
+    package_dir = Path(args[0]) if args else HERE.parents[1] / "src/cytolens/models/bundled/nuclei"
+    config = load_config(args[1] if len(args) > 1 else HERE / "config.yaml")
     package = load(package_dir)
     schema = package.meta["schema"]
     target = package.meta["scale"]["target_diameter"]
     norm = package.meta["normalization"]
-    cached = {False: [], True: []}
+    cached = {False: [], True: []} if "--augment" in sys.argv else {False: []}
     for image_id in load_split(config.data.split_file)["val"]:
         image = as_yxc(read_image(config.data.images / f"{image_id}.tif"))
         truth = read_image(config.data.labels / f"{image_id}.tif").astype(np.int64)
@@ -68,7 +70,7 @@ def main() -> None:
     best = max((r for r in results if not r["augment"]), key=lambda r: r["val_ap50"])
     meta = json.loads((package_dir / "model.json").read_text())
     meta["postprocess"].update({k: v for k, v in best.items() if k in grid})
-    meta.setdefault("training", {})["threshold_search"] = {"split": "val", "images": len(cached),
+    meta.setdefault("training", {})["threshold_search"] = {"split": "val", "images": len(cached[False]),
                                                            "metric": "mean per-image AP@0.5", "grid": results,
                                                            "chosen": best}
     (package_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

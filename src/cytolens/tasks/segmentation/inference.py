@@ -11,6 +11,7 @@ resolution and object outlines keep their detail.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -102,14 +103,18 @@ def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, 
 def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float, **overrides) -> np.ndarray:
     """Labels from outputs, using the package's defaults updated by ``overrides``."""
     schema = SCHEMAS[package.meta["schema"]]
-    params = dict(package.meta.get("postprocess", {}))
-    unknown = set(overrides) - set(params)
+    known = set(inspect.signature(schema.postprocess).parameters) - {"outputs"}
+    params = {k: v for k, v in package.meta.get("postprocess", {}).items() if k in known}
+    unknown = set(overrides) - known
     if unknown:
         raise InvalidParameterError(
-            f"unknown post-processing parameter(s) {sorted(unknown)}; this model takes {sorted(params)}")
+            f"unknown post-processing parameter(s) {sorted(unknown)}; this model takes {sorted(known)}")
     params.update({k: v for k, v in overrides.items() if v is not None})
-    if "min_size" in params:  # defaults are in model pixels
+    # sizes in the package are in model pixels; the outputs are at the image's resolution
+    if "min_size" in params:
         params["min_size"] = max(1, int(round(params["min_size"] / scale**2)))
+    if params.get("smoothing", 0) > 0:
+        params["smoothing"] = params["smoothing"] / scale
     return schema.postprocess(outputs, **params)
 
 

@@ -17,12 +17,14 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
+from cytolens.errors import InvalidParameterError
 from cytolens.tasks.segmentation._common import (
     add_unclaimed_regions,
     check_labels,
@@ -40,6 +42,8 @@ class PixelClassesParams:
 
     interior_threshold: float = 0.5
     min_size: int = 8
+    #: class weights of the training loss; dividing by them undoes the shift they cause
+    class_weights: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,12 +67,24 @@ def class_weights(class_maps: list[np.ndarray]) -> np.ndarray:
     return weights / weights.mean()
 
 
-def postprocess(outputs: np.ndarray, interior_threshold: float = 0.5, min_size: int = 8) -> np.ndarray:
-    """Turn logits ``(3, Y, X)`` into a label image ``(Y, X)`` uint32."""
+def postprocess(outputs: np.ndarray, interior_threshold: float = 0.5, min_size: int = 8,
+                class_weights: Sequence[float] | None = None) -> np.ndarray:
+    """Turn logits ``(3, Y, X)`` into a label image ``(Y, X)`` uint32.
+
+    A loss with class weights ``w`` trains the network towards ``p(c) ∝ w_c p_true(c)``
+    (the rare edge class is over-predicted, so objects come out too large); passing the
+    same ``class_weights`` divides them out again before thresholding.
+    """
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
         raise ValueError(f"expected outputs of shape (3, Y, X), got {outputs.shape}")
     shifted = np.exp(outputs - outputs.max(axis=0, keepdims=True))
+    if class_weights is not None:
+        weights = np.asarray(class_weights, dtype=np.float32)
+        if weights.shape != (OUTPUT_CHANNELS,) or not np.all(weights > 0):
+            raise InvalidParameterError(
+                f"class_weights must be {OUTPUT_CHANNELS} positive numbers, got {class_weights}")
+        shifted /= weights[:, None, None]
     probabilities = shifted / shifted.sum(axis=0, keepdims=True)
     seeds, _ = ndi.label(probabilities[INTERIOR] > interior_threshold)
     mask = probabilities[BACKGROUND] < 0.5

@@ -172,8 +172,11 @@ def network_predictor(model: torch.nn.Module):
 
 
 def make_validator(samples: Sequence[Sample], schema: str, loss_fn, tile_size: int = 512,
-                   size_divisor: int = 16):
-    """``validate(model)`` → val_loss and AP@0.5 (per image, at the model scale)."""
+                   size_divisor: int = 16, **postprocess_params):
+    """``validate(model)`` → val_loss and AP@0.5 (per image, at the model scale).
+
+    ``postprocess_params`` go to the schema's post-processing (e.g. ``class_weights``).
+    """
     postprocess = SCHEMAS[schema].postprocess
     out_channels = SCHEMAS[schema].OUTPUT_CHANNELS
 
@@ -183,7 +186,7 @@ def make_validator(samples: Sequence[Sample], schema: str, loss_fn, tile_size: i
         for sample in samples:
             outputs = predict_tiled(predict, sample.image, out_channels, tile_size, 64, size_divisor)
             losses.append(float(loss_fn(torch.from_numpy(outputs)[None], torch.from_numpy(sample.targets)[None])))
-            labels = postprocess(outputs)
+            labels = postprocess(outputs, **postprocess_params)
             aps.append(match(sample.labels, labels.astype(np.int64), 0.5).average_precision)
             aps75.append(match(sample.labels, labels.astype(np.int64), 0.75).average_precision)
         return {"val_loss": float(np.mean(losses)), "val_ap50": float(np.mean(aps)), "val_ap75": float(np.mean(aps75))}
@@ -450,12 +453,13 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
         network.load_state_dict(parent.network.state_dict())
     weights = pixel_class_weights(train_samples) if config.schema_ == "pixel_classes" else None
     loss_fn = make_loss(config.schema_, weights)
+    post_params = {} if weights is None else {"class_weights": tuple(map(float, weights))}
     opt = config.optimization
     aug = config.augmentation
     sampler = CropSampler(train_samples, config.schema_, opt.crop_size, opt.batch_size, opt.steps_per_epoch,
                           aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
                           config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain)
-    validate = make_validator(val_samples, config.schema_, loss_fn, size_divisor=2**arch.depth)
+    validate = make_validator(val_samples, config.schema_, loss_fn, size_divisor=2**arch.depth, **post_params)
     loop = LoopConfig(epochs=opt.epochs, optimizer=opt.optimizer, learning_rate=opt.learning_rate,
                       momentum=opt.momentum, weight_decay=opt.weight_decay, schedule=opt.schedule,
                       warmup_epochs=opt.warmup_epochs, patience=opt.patience, seed=config.seed,
@@ -476,7 +480,8 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
         network.eval()
         scored = train_samples[:: max(1, math.ceil(len(train_samples) / max_train_scored))]
         with torch.no_grad():
-            scores = make_validator(scored, config.schema_, loss_fn, size_divisor=2**arch.depth)(network)
+            scores = make_validator(scored, config.schema_, loss_fn, size_divisor=2**arch.depth,
+                                    **post_params)(network)
         train_scores = {"train_" + k.removeprefix("val_"): v for k, v in scores.items()}
     result = TrainResult(history=history, best=best, work_dir=work, split_sizes={k: len(v) for k, v in split.items()},
                          n_train_images=len(train_samples), n_train_units=data.n_objects(ids),
@@ -489,7 +494,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     except OSError:
         commit = None
     defaults = (schema_module.DeepWatershedParams() if config.schema_ == "deep_watershed"
-                else schema_module.PixelClassesParams()).to_dict()
+                else schema_module.PixelClassesParams(**post_params)).to_dict()
     folders = {k: str(v) for k, v in config.data if k.endswith(("images", "labels")) and v is not None}
     meta = {
         "name": config.name,

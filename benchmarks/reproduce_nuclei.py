@@ -1,0 +1,118 @@
+"""Does retraining the bundled `nuclei` model with its saved config reproduce its validation AP?
+
+Step 1 (``train``, ~70-80 min on 2 CPU cores): copy training/nuclei/config.yaml — the config
+saved in the bundled package — changing only ``output`` (so the bundled model is never
+overwritten), and run ``cytolens train`` on it, exactly as a user would.
+
+Step 2 (``evaluate``, a few minutes): segment the 41 images of the validation split
+(training/nuclei/split.json) with both packages, the same post-processing (the bundled
+model's thresholds) and the true median diameter of each image (isolates the network from
+the separately fitted size model), and report per-image mean AP@0.5 / AP@0.75 for both,
+their difference, and the training-time validation scores each package recorded.
+
+Usage:
+    python benchmarks/reproduce_nuclei.py train      [--output DIR]
+    python benchmarks/reproduce_nuclei.py evaluate   [--output DIR]
+Writes benchmarks/results/reproduce_nuclei.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
+
+from cytolens.io import read_image  # noqa: E402
+from cytolens.metrics import match_thresholds  # noqa: E402
+import cytolens  # noqa: E402
+from cytolens.models import load  # noqa: E402
+from cytolens.tasks.segmentation.training import median_diameter  # noqa: E402
+from cytolens.train.config import load_config, save_config  # noqa: E402
+from cytolens.train.splits import load_split  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "training" / "nuclei" / "config.yaml"
+BUNDLED = ROOT / "src" / "cytolens" / "models" / "bundled" / "nuclei"
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_OUTPUT = ROOT / "reproduce-nuclei"  # gitignored: a retrained package is not committed
+
+
+def train(output: Path) -> None:
+    config = load_config(CONFIG.resolve())
+    config = config.model_copy(update={"output": output / "nuclei_retrained"})
+    output.mkdir(parents=True, exist_ok=True)
+    config_path = save_config(config, output / "config.yaml")
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "cytolens", "train", str(config_path)], check=True)
+    print(f"retrained in {(time.time() - start) / 60:.1f} min")
+
+
+def score_package(package: Path, ids: list[str], images: Path, labels: Path, thresholds: dict) -> list[dict]:
+    model = load(str(package))
+    rows = []
+    for image_id in ids:
+        image = read_image(next(images.glob(f"{image_id}.*")))
+        truth = read_image(next(labels.glob(f"{image_id}.*"))).astype(np.int64)
+        pred = cytolens.segment(image, model, diameter=median_diameter(truth), **thresholds)
+        m50, m75 = match_thresholds(truth, pred.astype(np.int64), (0.5, 0.75), strict=False)
+        rows.append({"id": image_id, "ap50": m50.average_precision, "ap75": m75.average_precision})
+    return rows
+
+
+def evaluate(output: Path) -> None:
+    config = load_config(CONFIG.resolve())
+    split = load_split(config.data.split_file)
+    bundled_card = json.loads((BUNDLED / "model.json").read_text())
+    thresholds = {key: value for key, value in bundled_card["postprocess"].items() if key != "min_size"}
+    retrained = output / "nuclei_retrained"
+    result = {"data": "DSB2018 stage1_train, labels_lopuhin_fixed, val split of training/nuclei/split.json",
+              "images": len(split["val"]), "postprocess": thresholds, "diameter": "true median per image",
+              "machine": machine(), "packages": {}}
+    for name, package in (("bundled", BUNDLED), ("retrained", retrained)):
+        rows = score_package(package, split["val"], config.data.images, config.data.labels, thresholds)
+        card = json.loads((package / "model.json").read_text())
+        result["packages"][name] = {
+            "path": str(package.relative_to(ROOT)) if package.is_relative_to(ROOT) else str(package),
+            "val_ap50": float(np.mean([r["ap50"] for r in rows])),
+            "val_ap75": float(np.mean([r["ap75"] for r in rows])),
+            "training_best_val": card["training"]["best_val"],
+            "best_epoch": card["training"]["best_epoch"], "epochs_run": card["training"]["epochs_run"],
+            "commit": card["training"].get("commit"),
+        }
+    diff = result["packages"]["retrained"]["val_ap50"] - result["packages"]["bundled"]["val_ap50"]
+    result["difference_ap50"] = diff
+    result["within_0.02"] = bool(abs(diff) <= 0.02)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "reproduce_nuclei.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Retraining `nuclei` with its saved config", "",
+             f"Validation split ({result['images']} images), thresholds {thresholds}, true diameter; "
+             f"{result['machine']['cpu']}, {result['machine']['cores']} cores.", "",
+             "| package | val AP@0.5 | val AP@0.75 | training-time val AP@0.5 | best epoch / run |",
+             "|---|---|---|---|---|"]
+    for name, entry in result["packages"].items():
+        lines.append(f"| {name} | {entry['val_ap50']:.3f} | {entry['val_ap75']:.3f} | "
+                     f"{entry['training_best_val'].get('val_ap50', float('nan')):.3f} | "
+                     f"{entry['best_epoch']} / {entry['epochs_run']} |")
+    lines += ["", f"Difference (retrained − bundled) AP@0.5: {diff:+.3f} → within 0.02: {result['within_0.02']}"]
+    (RESULTS / "reproduce_nuclei.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["train", "evaluate"])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args()
+    (train if args.step == "train" else evaluate)(args.output.resolve())
+
+
+if __name__ == "__main__":
+    main()

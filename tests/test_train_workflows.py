@@ -113,8 +113,14 @@ def test_cli_train_writes_a_complete_package(trained, dataset):
     assert json.loads((dataset / "split.json").read_text()) == json.loads((trained / "split.json").read_text())
     assert list(pd.read_csv(trained / "history.csv").columns[:5]) == ["epoch", "lr", "train_loss", "val_loss",
                                                                       "val_ap50"]
-    retrained = load_config(trained / "train_config.yaml")  # the saved config trains the same model again
-    assert retrained == load_config(dataset / "config.yaml")
+    # the saved config trains the same model again, from the package's folder, on the package's split
+    retrained, original = load_config(trained / "train_config.yaml"), load_config(dataset / "config.yaml")
+    assert retrained.data.images.resolve() == original.data.images.resolve()
+    assert retrained.data.labels.resolve() == original.data.labels.resolve()
+    assert retrained.data.split_file.resolve() == (trained / "split.json").resolve()
+    assert retrained.output.resolve() == trained.resolve()
+    for section in ("architecture", "augmentation", "optimization", "seed", "schema_"):
+        assert getattr(retrained, section) == getattr(original, section)
 
 
 def test_cli_refuses_to_overwrite_and_reports_bad_configs_in_one_line(trained, dataset):

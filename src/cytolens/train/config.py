@@ -259,8 +259,31 @@ def dump_config(config) -> dict:
     return json.loads(config.model_dump_json(by_alias=True))
 
 
-def save_config(config, path: str | Path) -> Path:
-    """Write ``config`` as YAML (round-trips through :func:`load_config`)."""
+def save_config(config, path: str | Path, relative_to: str | Path | None = None) -> Path:
+    """Write ``config`` as YAML (round-trips through :func:`load_config`).
+
+    With ``relative_to`` (the folder the file will finally live in, e.g. a model
+    package), file paths are written relative to that folder, so that
+    :func:`load_config` finds the same files from the file's new home.
+    """
     path = Path(path)
+    if relative_to is not None:
+        config = _relative_paths(config, Path(relative_to))
     path.write_text(yaml.safe_dump(dump_config(config), sort_keys=False))
     return path
+
+
+def _relative_paths(config, folder: Path):
+    import os
+
+    def rel(value: Path) -> Path:
+        return Path(os.path.relpath(Path(value).absolute(), folder.absolute()))
+
+    data = config.data
+    changes: dict = {"data": data.model_copy(update={name: rel(value) for name, value in data
+                                                     if isinstance(value, Path)}),
+                     "output": rel(config.output)}
+    init_from = getattr(config, "init_from", None)
+    if init_from and Path(init_from).exists():
+        changes["init_from"] = str(rel(Path(init_from)))
+    return config.model_copy(update=changes)

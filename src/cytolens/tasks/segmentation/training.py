@@ -524,7 +524,10 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
         "validation": {},
         "license": "CC0-1.0 training data; weights MIT",
     }
-    cfg_path = save_config(config, work / "train_config.yaml")
+    # the package's copy points at the package's own split.json and at data paths valid from there
+    packaged = config.model_copy(update={"data": config.data.model_copy(
+        update={"split_file": Path(config.output) / "split.json"})})
+    cfg_path = save_config(packaged, work / "train_config.yaml", relative_to=config.output)
     split_path = work / "split.json"
     save_split(split if train_ids is None else {**split, "train": ids}, split_path)
     (work / "model_meta.json").write_text(json.dumps(meta, indent=1) + "\n")

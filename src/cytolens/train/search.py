@@ -346,6 +346,16 @@ def _verdict(table: pd.DataFrame, metric: str, unit: str, threshold: float) -> t
         return None, (f"undecided: the model barely fits even its training images ({train_metric} at most "
                       f"{table[train_metric].max():.3f}), so the amount of data is not what limits it yet; raise the "
                       "training budget (optimization.epochs, steps_per_epoch) or check the labels, then rerun")
+    gain = float(b[metric] - a[metric])
+    step = (f"going from {int(a['images'])} to {int(b['images'])} training images ({int(a[unit])} to "
+            f"{int(b[unit])} {unit}) changed {metric} by {gain:+.3f}")
+    gaps = (table[train_metric] - table[metric]).iloc[-2:] if train_metric in table else None
+    if gaps is not None and gain < threshold and (gaps.abs() < threshold).all():
+        # high bias: the model does no better on its own training images than on unseen ones
+        return True, (f"flattened: {step} (< {threshold}), and the model scores the same on its training images "
+                      f"as on validation images (gap {gaps.iloc[-1]:+.3f}), so the model's capacity or training "
+                      "budget limits it, not the amount of data; more annotations like these are unlikely to help, "
+                      "a larger network or longer training may")
     drops = table[metric].diff().iloc[1:]
     if (drops < -threshold).any():
         worst = int(drops.idxmin())
@@ -353,9 +363,6 @@ def _verdict(table: pd.DataFrame, metric: str, unit: str, threshold: float) -> t
                       f"{int(table.loc[worst, 'images'])} images, so run-to-run noise is larger than the effect of "
                       "data; raise the training budget (optimization.epochs, steps_per_epoch) so each run "
                       "converges, then rerun")
-    gain = float(b[metric] - a[metric])
-    step = (f"going from {int(a['images'])} to {int(b['images'])} training images ({int(a[unit])} to "
-            f"{int(b[unit])} {unit}) changed {metric} by {gain:+.3f}")
     if gain < threshold:
         return True, (f"flattened: {step} (< {threshold}); more annotations like these are unlikely to help much; "
                       "look at harder or more varied images, the model size or the training budget instead")

@@ -46,6 +46,9 @@ def track_command(
     search_radius: float | None = typer.Option(None, help="Largest frame-to-frame move in pixels; estimated "
                                                              "when omitted."),
     divisions: bool = typer.Option(True, "--divisions/--no-divisions", help="Detect cell divisions."),
+    link_model: Path | None = typer.Option(None, "--link-model", help="Use a learned link cost (JSON written by "
+                                                                        "`cytolens track-learn`) instead of the "
+                                                                        "hand-made one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
@@ -66,6 +69,10 @@ def track_command(
         settings["search_radius"] = search_radius
     if diameter is not None:
         settings["cell_diameter"] = diameter
+    if link_model is not None:
+        if not link_model.is_file():
+            raise InvalidParameterError(f"--link-model {link_model}: no such file")
+        settings.update(link_cost="learned", link_model=str(link_model))
     output = Path(output)
     targets = [output / name for name in ("res_track.txt", "tracks.csv", "tracks_graph.json", "lineage.png",
                                           "config.json")]
@@ -90,6 +97,26 @@ def track_command(
                    f"{result.tracks['t'].nunique()} frames -> {output}")
 
 
+def track_learn_command(
+    annotated: Path = typer.Argument(..., help="Annotated tracks: a CTC ground-truth folder (…/01_GT or its TRA) "
+                                               "or a curated CTC result folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the learned link model (JSON)."),
+    max_gap: int = typer.Option(2, help="Missed frames a track may bridge, as when tracking."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
+) -> None:
+    """Learn a link cost (same cell? daughter?) from annotated tracks; use it with `track --link-model`."""
+    from cytolens.errors import OutputExistsError
+    from cytolens.track.learned import fit_link_model_ctc
+
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    model = fit_link_model_ctc(annotated, config={"max_gap": max_gap})
+    model.save(output)
+    divisions = "with" if model.division is not None else "without (too few annotated divisions)"
+    typer.echo(f"learned link model {divisions} a division part -> {output}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``track`` command to ``app``."""
+    """Add the ``track`` and ``track-learn`` commands to ``app``."""
     app.command("track")(user_errors(track_command))
+    app.command("track-learn")(user_errors(track_learn_command))

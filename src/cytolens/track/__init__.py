@@ -4,6 +4,8 @@ Detections come from a label movie (``T, Y, X``; 0 = background), a CTC folder o
 table; :func:`link` joins them in the Jaqaman style (frame-to-frame assignment, then
 gap closing and division detection over track segments); :class:`TrackingResult`
 writes a CTC folder, a tracks table, napari Tracks data and a lineage plot.
+:func:`fit_link_model` learns link and division probabilities from annotated tracks, an
+alternative to the hand-made costs (``link_cost="learned"``).
 
 The package itself is callable, so ``cytolens.track(labels=movie)`` is the same as
 ``cytolens.track.track(labels=movie)``.
@@ -25,14 +27,15 @@ from cytolens.track.detections import (
     label_overlaps,
     read_label_movie,
 )
+from cytolens.track.learned import LinkCostModel, fit_link_model, fit_link_model_ctc, load_link_model
 from cytolens.track.lineage import TrackingResult, ctc_tracks, napari_tracks, plot_lineage, relabel
 from cytolens.track.linking import link, solve_assignment
 from cytolens.track.pipeline import segment_movie, track
 
 __all__ = [
-    "TrackingConfig", "TrackingResult", "as_label_movie", "ctc_tracks", "detect", "detections_from_table",
-    "label_overlaps", "link", "napari_tracks", "plot_lineage", "read_label_movie", "relabel", "segment_movie",
-    "solve_assignment", "track",
+    "LinkCostModel", "TrackingConfig", "TrackingResult", "as_label_movie", "ctc_tracks", "detect",
+    "detections_from_table", "fit_link_model", "fit_link_model_ctc", "label_overlaps", "link", "load_link_model",
+    "napari_tracks", "plot_lineage", "read_label_movie", "relabel", "segment_movie", "solve_assignment", "track",
 ]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cytolens.errors import InvalidParameterError
 
@@ -31,7 +33,8 @@ class TrackingConfig(BaseModel):
     search_radius: float | None = Field(
         None, gt=0, description="Largest frame-to-frame displacement (px); None = max(diameter, 4 x the "
                                 "median nearest-neighbour displacement between frames).")
-    max_gap: int = Field(2, ge=0, description="Missed frames a track may bridge (gap closing); 0 = off.")
+    max_gap: int = Field(2, ge=0, description="Missed frames a track may bridge (gap closing), and how many "
+                                             "frames late the daughters of a vanished mother may appear; 0 = off.")
     divisions: bool = Field(True, description="Detect divisions (a new track splitting off an existing one).")
     division_radius: float | None = Field(
         None, gt=0, description="Largest mother-to-daughter distance (px); None = 1.5 x cell diameter.")
@@ -47,13 +50,28 @@ class TrackingConfig(BaseModel):
                                                           "gaps (size is the main identity cue across a gap).")
     division_shrink_weight: float = Field(
         1.0, ge=0, description="Penalty weight for a putative mother whose larger daughter is not smaller than "
-                               "it (area ratio above 2^-0.5).")
+                               "it (area ratio above 2^-0.5; the mother's size is its largest area over its last "
+                               "3 frames, at most 1.5 x its last, since nuclei condense before they split).")
+    division_symmetry_weight: float = Field(
+        0.8, ge=0, description="Bonus for a symmetric division: both daughters at most half the mother's size and "
+                               "alike (within a factor 2); it can make up for daughters off the mother's axis.")
     link_cutoff: float = Field(
         1.4, gt=0, description="A frame-to-frame link is refused when its cost exceeds this multiple of the cost of "
                                "a link at the search radius with no overlap (its birth + death alternative).")
     birth_cost: float = Field(1.0, gt=0, description="Cost of starting a track instead of closing a gap or "
                                                      "splitting; links and splits above it are refused.")
     gap_penalty: float = Field(0.1, ge=0, description="Extra cost per missed frame in gap closing.")
+    link_cost: Literal["hand", "learned"] = Field(
+        "hand", description="'hand': the costs above; 'learned': a model fitted to annotated tracks "
+                            "(cytolens.track.learned) gives the probabilities of links and divisions.")
+    link_model: str | None = Field(None, description="Path to the learned model's JSON file (link_cost='learned').")
+
+    @model_validator(mode="after")
+    def _learned_needs_a_model(self) -> TrackingConfig:
+        if self.link_cost == "learned" and not self.link_model:
+            raise ValueError("link_cost='learned' needs link_model, the path of a model fitted with "
+                             "cytolens.track.learned.fit_link_model")
+        return self
 
     @classmethod
     def from_kwargs(cls, config: TrackingConfig | dict | None = None, **overrides) -> TrackingConfig:

@@ -263,11 +263,16 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
 
 
 def segmentation(sequence: Path, name: str) -> np.ndarray:
-    """Our own segmentation of every frame (cached)."""
+    """Our own segmentation of every frame (cached per model version: weights and model.json)."""
+    import hashlib
+
     from cytolens.io import read_image
+    from cytolens.models import resolve
     from cytolens.track.pipeline import segment_movie
 
-    cached = CACHE / f"{name}_01_segmentation.npy"
+    package = resolve("nuclei")
+    digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
+    cached = CACHE / f"{name}_01_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():
         return np.load(cached)
     frames = sorted((sequence / "01").glob("t*.tif"))

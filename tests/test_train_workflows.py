@@ -123,6 +123,17 @@ def test_cli_train_writes_a_complete_package(trained, dataset):
         assert getattr(retrained, section) == getattr(original, section)
 
 
+def test_a_checkpoint_resumes_under_the_saved_config_but_not_a_changed_one(trained, dataset):
+    from cytolens.tasks.segmentation.training import _config_stamp
+
+    original, saved = load_config(dataset / "config.yaml"), load_config(trained / "train_config.yaml")
+    # same run, other spellings: paths relative to the package, its copy of the split, another output
+    assert _config_stamp(saved) == _config_stamp(original)
+    faster = original.model_copy(update={"optimization": original.optimization.model_copy(
+        update={"learning_rate": 0.1})})
+    assert _config_stamp(faster) != _config_stamp(original)
+
+
 def test_cli_refuses_to_overwrite_and_reports_bad_configs_in_one_line(trained, dataset):
     runner = CliRunner()
     result = runner.invoke(cli(), ["train", str(dataset / "config.yaml"), "--quiet"])

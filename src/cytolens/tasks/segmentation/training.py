@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -363,15 +364,31 @@ def adapt_to_parent(config, package):
     return adapted
 
 
+def _config_stamp(config) -> dict:
+    """What must not change for a checkpoint to be resumed: the config with its paths resolved,
+    the split file by content and the output left out (the same run may be written elsewhere)."""
+    import hashlib
+
+    from cytolens.train.config import dump_config
+
+    stamp = dump_config(config)
+    stamp.pop("output", None)
+    for key, value in config.data:
+        if isinstance(value, Path):
+            stamp["data"][key] = str(value.resolve())
+    split_file = config.data.split_file
+    if split_file is not None and Path(split_file).is_file():
+        stamp["data"]["split_file"] = hashlib.sha1(Path(split_file).read_bytes()).hexdigest()
+    return stamp
+
+
 def _prepare_work_dir(work, config, resume: bool, progress: bool) -> None:
     """Keep a resumable checkpoint only when it was made with the same config."""
     import json
 
-    from cytolens.train.config import dump_config
-
     work.mkdir(parents=True, exist_ok=True)
     stamp = work / "config.json"
-    current = dump_config(config)
+    current = _config_stamp(config)
     checkpoint = work / "last.pt"
     if checkpoint.exists():
         previous = json.loads(stamp.read_text()) if stamp.exists() else current

@@ -43,6 +43,10 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
     assert "exists" in again.stderr and "--overwrite" in again.stderr and "Traceback" not in again.stderr
     assert (out / "a_labels.tif").read_bytes() == before
     assert run("segment", str(images[0]), "-o", str(out), "--quiet", "--overwrite").returncode == 0
+    # a post-processing override changes the result: no object survives a huge minimum size
+    assert run("segment", str(images[0]), "-o", str(out), "-q", "--overwrite", "--param", "min_size=100000",
+               "--param", "smoothing=2").returncode == 0
+    assert not read_image(out / "a_labels.tif").any()
 
 
 @pytest.mark.parametrize(
@@ -52,6 +56,9 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
         (("segment", "{text}", "-o", "out"), "cannot read"),
         (("segment", "{image}", "-o", "out", "--model", "nope"), "unknown model"),
         (("segment", "{image}", "-o", "out", "--diameter", "-2"), "diameter"),
+        (("segment", "{image}", "-o", "out", "--param", "marker_threshold"), "expected NAME=NUMBER"),
+        (("segment", "{image}", "-o", "out", "--param", "marker_threshold=high"), "expected NAME=NUMBER"),
+        (("segment", "{image}", "-o", "out", "--param", "flow_threshold=0.4"), "unknown post-processing"),
         (("models", "info", "nope"), "unknown model"),
     ],
 )

@@ -17,6 +17,20 @@ def _outputs_for(image_path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{image_path.stem}_labels.tif", out_dir / f"{image_path.stem}_cells.csv"
 
 
+def parse_params(items: list[str]) -> dict[str, float]:
+    """``["marker_threshold=0.5", ...]`` → ``{"marker_threshold": 0.5}``; a clear error for anything else."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise InvalidParameterError(f"--param {item!r}: expected NAME=NUMBER, e.g. marker_threshold=0.5") from None
+    return params
+
+
 @user_errors
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files (TIFF, PNG, JPEG) to segment."),
@@ -26,6 +40,9 @@ def segment(
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
     min_size: int | None = typer.Option(None, help="Drop objects smaller than this (model pixels)."),
     augment: bool = typer.Option(False, "--augment", help="Test-time augmentation over flips (4x slower)."),
+    param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
+                                                                 "--param marker_threshold=0.5 (repeatable; "
+                                                                 "`cytolens models info` lists them)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -48,7 +65,9 @@ def segment(
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
     package = models.load(model)
-    extra = {} if min_size is None else {"min_size": min_size}
+    extra = parse_params(param or [])
+    if min_size is not None:
+        extra["min_size"] = min_size
     total = 0
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):

@@ -65,6 +65,17 @@ def test_postprocess_overrides_are_applied(nuclei, sample):
         cytolens.segment(image, nuclei, diameter=20, smoothing=-1.0)
 
 
+def test_a_package_with_unknown_postprocessing_settings_is_refused(nuclei, sample):
+    import copy
+    import dataclasses
+
+    meta = copy.deepcopy(nuclei.meta)
+    meta["postprocess"]["flow_threshold"] = 0.4  # e.g. written by a newer cytolens
+    newer = dataclasses.replace(nuclei, meta=meta)
+    with pytest.raises(InvalidParameterError, match="upgrade cytolens"):
+        cytolens.segment(sample[0], newer, diameter=20)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -104,7 +104,11 @@ def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float
     """Labels from outputs, using the package's defaults updated by ``overrides``."""
     schema = SCHEMAS[package.meta["schema"]]
     known = set(inspect.signature(schema.postprocess).parameters) - {"outputs"}
-    params = {k: v for k, v in package.meta.get("postprocess", {}).items() if k in known}
+    params = dict(package.meta.get("postprocess", {}))
+    newer = set(params) - known
+    if newer:  # a package from a newer cytolens: ignoring its settings would silently change results
+        raise InvalidParameterError(f"model {package.name!r} has post-processing setting(s) {sorted(newer)} that "
+                                    "this version of cytolens does not know; upgrade cytolens")
     unknown = set(overrides) - known
     if unknown:
         raise InvalidParameterError(

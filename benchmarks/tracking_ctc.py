@@ -78,6 +78,14 @@ def write(rows, seconds):
     rows = rows[["t", "label", "track_id", "parent_track_id"]].astype(int)
     rows.to_csv(out_path, index=False)
     print(json.dumps({"seconds": seconds}))
+def write_laptrack(track_df, split_df, seconds):
+    """laptrack's 0-based track ids and split table -> 1-based ids with parent ids (0 = none)."""
+    parents = dict(zip(split_df["child_track_id"], split_df["parent_track_id"])) if len(split_df) else {}
+    track_df["parent_track_id"] = track_df["track_id"].map(parents).fillna(-1).astype(int)
+    track_df["track_id"] = track_df["track_id"] + 1
+    track_df.loc[track_df.parent_track_id >= 0, "parent_track_id"] += 1
+    track_df.loc[track_df.parent_track_id < 0, "parent_track_id"] = 0
+    write(track_df, seconds)
 '''
 
 PEER_SCRIPTS = {
@@ -93,12 +101,7 @@ track_df, split_df, merge_df = lt.predict_dataframe(detections, coordinate_cols=
                                                     only_coordinate_cols=False)
 seconds = time.perf_counter() - start
 track_df = track_df.reset_index(drop=True)
-parents = dict(zip(split_df["child_track_id"], split_df["parent_track_id"])) if len(split_df) else {}
-track_df["parent_track_id"] = track_df["track_id"].map(parents).fillna(-1).astype(int)
-track_df["track_id"] = track_df["track_id"] + 1
-track_df.loc[track_df.parent_track_id >= 0, "parent_track_id"] += 1
-track_df.loc[track_df.parent_track_id < 0, "parent_track_id"] = 0
-write(track_df, seconds)
+write_laptrack(track_df, split_df, seconds)
 ''',
     # laptrack, label overlaps (OverLapTrack): 1 - IoU for links and gaps, 1 - (daughter covered) for splits
     "laptrack-overlap": PEER_COMMON + r'''
@@ -110,12 +113,7 @@ start = time.perf_counter()
 track_df, split_df, merge_df = olt.predict_overlap_dataframe(labels)
 seconds = time.perf_counter() - start
 track_df = track_df.reset_index().rename(columns={"frame": "t"})
-parents = dict(zip(split_df["child_track_id"], split_df["parent_track_id"])) if len(split_df) else {}
-track_df["parent_track_id"] = track_df["track_id"].map(parents).fillna(-1).astype(int)
-track_df["track_id"] = track_df["track_id"] + 1
-track_df.loc[track_df.parent_track_id >= 0, "parent_track_id"] += 1
-track_df.loc[track_df.parent_track_id < 0, "parent_track_id"] = 0
-write(track_df, seconds)
+write_laptrack(track_df, split_df, seconds)
 ''',
     "trackpy": PEER_COMMON + r'''
 import trackpy as tp

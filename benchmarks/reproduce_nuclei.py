@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
+from segmentation_dsb import score_image  # noqa: E402
 
-from cytolens.io import read_image  # noqa: E402
-from cytolens.metrics import match_thresholds  # noqa: E402
 import cytolens  # noqa: E402
+from cytolens.io import read_image  # noqa: E402
 from cytolens.models import load  # noqa: E402
 from cytolens.tasks.segmentation.training import median_diameter  # noqa: E402
 from cytolens.train.config import load_config, save_config  # noqa: E402
@@ -70,8 +70,7 @@ def score_package(package: Path, ids: list[str], images: Path, labels: Path, thr
         image = read_image(next(images.glob(f"{image_id}.*")))
         truth = read_image(next(labels.glob(f"{image_id}.*"))).astype(np.int64)
         pred = cytolens.segment(image, model, diameter=median_diameter(truth), **thresholds)
-        m50, m75 = match_thresholds(truth, pred.astype(np.int64), (0.5, 0.75), strict=False)
-        rows.append({"id": image_id, "ap50": m50.average_precision, "ap75": m75.average_precision})
+        rows.append({"id": image_id, **score_image(truth, pred)})
     return rows
 
 

@@ -98,6 +98,13 @@ def _lookup(keys: np.ndarray, known_keys: np.ndarray, values: np.ndarray) -> np.
     return np.where(found, values[order][position], 0.0)
 
 
+def _shared_pixels(movie: Movie, t: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pixels shared by the masks of rows ``a`` (frame ``t``) and ``b`` (frame ``t + 1``); 0 where they do not touch."""
+    oi, oj, pixels = movie.overlaps[t]
+    n = len(movie.points)
+    return _lookup(a * n + b, oi * n + oj, pixels)
+
+
 def _log_area_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log2(np.asarray(b, float) / np.asarray(a, float))
@@ -366,9 +373,8 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
             i, j, distance = _pairs_within(points[e_rows], points[s_rows], cfg.search_radius * np.sqrt(gap + 1))
             iou = np.zeros(len(i))
             if gap == 0 and movie.overlaps is not None and (ts - 1) in movie.overlaps and len(i):
-                oi, oj, pixels = movie.overlaps[ts - 1]
                 a, b = e_rows[i], s_rows[j]
-                shared = _lookup(a * len(points) + b, oi * len(points) + oj, pixels)
+                shared = _shared_pixels(movie, ts - 1, a, b)
                 iou = shared / (area[a] + area[b] - shared)
             add(e_rows[i], s_rows[j], 0, gap, distance, iou)
         if not cfg.divisions:
@@ -393,8 +399,7 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
             if movie.overlaps is None:
                 fraction = np.ones(len(mother))  # no masks: no overlap evidence either way
             elif late == 0 and (ts - 1) in movie.overlaps:
-                oi, oj, pixels = movie.overlaps[ts - 1]
-                fraction = _lookup(mother * len(points) + daughter, oi * len(points) + oj, pixels) / area[daughter]
+                fraction = _shared_pixels(movie, ts - 1, mother, daughter) / area[daughter]
             else:
                 fraction = np.zeros(len(mother))
             features = division_features(points, area, _mother_size(area, predecessor, mother), mother, daughter,

@@ -251,3 +251,42 @@ def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
     plain = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1)(0)]
     same = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1, gamma=0, blur=0, stain=0)(0)]
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
+
+
+def test_crop_batches_do_not_depend_on_the_number_of_worker_processes():
+    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20], labels[30:44, 30:40] = 1, 2
+    sample = prepare_sample((labels > 0) * 200 + rng.integers(0, 30, labels.shape), labels, "deep_watershed", 12.0)
+    inline = list(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4)(1))
+    workers = list(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4, workers=2)(1))
+    assert len(workers) == 3
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, workers))
+    other_epoch = next(iter(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4)(2)))
+    assert not torch.equal(other_epoch[0], inline[0][0])
+
+
+def test_device_setting():
+    from cytolens.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(InvalidParameterError, match="invalid config: optimization.device"):
+        validate_config(config_with(optimization={"device": "tpu"}))
+
+
+def test_half_precision_keeps_statistics_that_float16_cannot_hold():
+    from cytolens.tasks.segmentation.training import half_precision_weights
+
+    state = {"conv.weight": torch.tensor([0.1, -2.0]), "conv.bias": torch.tensor([1e5]),
+             "bn.running_var": torch.tensor([7e4, 1.0]), "bn.num_batches_tracked": torch.tensor(3)}
+    halved = half_precision_weights(state)
+    assert halved["conv.weight"].dtype == torch.float16
+    assert halved["conv.bias"].dtype == torch.float32  # 1e5 overflows float16: kept as it was
+    assert torch.equal(halved["bn.running_var"], state["bn.running_var"])
+    assert halved["bn.num_batches_tracked"].dtype == torch.int64

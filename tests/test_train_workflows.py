@@ -301,3 +301,23 @@ def test_pixel_classes_with_an_augmentation_preset_trains(dataset):
     meta = json.loads((result.package / "model.json").read_text())
     assert meta["schema"] == "pixel_classes" and meta["architecture"]["args"]["out_channels"] == 3
     assert load_config(result.package / "train_config.yaml").augmentation.stain == 0.05
+
+
+def test_a_float16_package_is_half_the_size_and_predicts_like_float32(dataset):
+    from cytolens import models
+
+    def train(name: str, **changes) -> Path:
+        config = write_config(dataset, f"{name}.yaml", output=f"models/{name}",
+                              optimization={"epochs": 1, "workers": 2}, **changes)
+        return run(config, progress=False).package
+
+    half, full = train("half", weights_dtype="float16"), train("full")
+    assert (half / "weights.safetensors").stat().st_size < 0.7 * (full / "weights.safetensors").stat().st_size
+    half_net, full_net = models.load(half).network, models.load(full).network
+    assert half_net.head.weight.dtype == torch.float32  # inference runs in float32
+    # same seed and data: the two runs differ only by the rounding of the saved weights
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32))
+    with torch.no_grad():
+        a, b = half_net(x), full_net(x)
+    assert torch.allclose(a, b, atol=0.02 * float(b.abs().max()) + 1e-3)
+    assert not torch.equal(a, b)

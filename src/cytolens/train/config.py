@@ -144,6 +144,8 @@ class OptimizationConfig(_Strict):
     warmup_epochs: int = Field(1, ge=0)
     patience: int = Field(10, ge=0, description="early stopping on validation loss; 0 = off")
     max_minutes: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = a CUDA GPU when there is one")
+    workers: int = Field(0, ge=0, le=64, description="processes that make augmented batches; 0 = the training one")
 
 
 class SegmentationTrainConfig(_Strict):
@@ -164,6 +166,8 @@ class SegmentationTrainConfig(_Strict):
         None, description="transfer learning: a bundled model name (e.g. 'nuclei') or a model package path")
     freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder of init_from frozen this many epochs")
     seed: int = 0
+    weights_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="precision of the saved weights; float16 halves the package (inference runs in float32)")
     output: Path = Field(description="folder of the model package to write")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

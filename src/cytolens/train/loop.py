@@ -52,6 +52,22 @@ class LoopConfig:
     seed: int = 0
     max_minutes: float | None = None  # stop (and keep the best) after this wall time
     overfit_tolerance: float = 0.1  # flag when val_loss rises this much (relative) above its best
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a ``device`` setting; asking for CUDA without a GPU is an error.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError("device 'cuda' was asked for but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    if name not in ("cpu", "cuda"):
+        raise InvalidParameterError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -145,17 +161,21 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # training crops have one size: let cuDNN pick its fastest kernels
     optimizer = make_optimizer(model, config)
     history: list[dict] = []
     best_loss, best_epoch = math.inf, -1
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = [dict(zip(state["history_keys"], row)) for row in state["history_rows"]]
         best_loss, best_epoch = state["best_loss"], state["best_epoch"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
     start = time.monotonic()
     for epoch in range(len(history), config.epochs):
         lr = learning_rate_at(epoch, config)
@@ -171,6 +191,7 @@ def fit(
 
             iterator = tqdm(iterator, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         for inputs, targets in iterator:
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
             if not torch.isfinite(loss):
@@ -190,7 +211,8 @@ def fit(
         history.append(row)
         if row["val_loss"] < best_loss:
             best_loss, best_epoch = row["val_loss"], epoch
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "best.safetensors"))
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(out_dir / "best.safetensors"))
         keys = list(history[0])
         torch.save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history_keys": keys,

@@ -85,14 +85,14 @@ class CropSampler:
                  steps_per_epoch: int, flips: bool = True, rotations: bool = True,
                  scale_range=(0.75, 1.33), intensity: float = 0.2,
                  stratum_weights: dict[str, float] | None = None, seed: int = 0,
-                 gamma: float = 0.0, blur: float = 0.0, stain: float = 0.0) -> None:
+                 gamma: float = 0.0, blur: float = 0.0, stain: float = 0.0, workers: int = 0) -> None:
         if not samples:
             raise InvalidParameterError("there are no training images: check data.images/labels and the split")
         self.samples, self.schema = list(samples), schema
         self.crop, self.batch, self.steps = crop_size, batch_size, steps_per_epoch
         self.flips, self.rotations, self.scale_range, self.intensity = flips, rotations, scale_range, intensity
         self.gamma, self.blur, self.stain = gamma, blur, stain
-        self.seed = seed
+        self.seed, self.workers = seed, workers
         weights = np.array([(stratum_weights or {}).get(s.stratum, 1.0) for s in self.samples], float)
         if stratum_weights:  # weight per stratum, shared by its members
             counts = {s: sum(x.stratum == s for x in self.samples) for s in {x.stratum for x in self.samples}}
@@ -136,12 +136,31 @@ class CropSampler:
             image = image + rng.normal(0, rng.uniform(0, s / 4), size=image.shape)
         return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets, np.float32)
 
+    def batch_at(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` of ``epoch``: drawn from its own seed, so it is the same with any number of workers."""
+        rng = np.random.default_rng([self.seed, epoch, step])
+        picks = rng.choice(len(self.samples), size=self.batch, p=self.probabilities)
+        pairs = [self._crop(rng, self.samples[i]) for i in picks]
+        return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        for _ in range(self.steps):
-            picks = rng.choice(len(self.samples), size=self.batch, p=self.probabilities)
-            pairs = [self._crop(rng, self.samples[i]) for i in picks]
-            yield torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+        if self.workers == 0:
+            return (self.batch_at(epoch, step) for step in range(self.steps))
+        return iter(torch.utils.data.DataLoader(_EpochBatches(self, epoch), batch_size=None,
+                                                num_workers=self.workers, pin_memory=torch.cuda.is_available()))
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """One epoch of a :class:`CropSampler` as a dataset of batches, for worker processes."""
+
+    def __init__(self, sampler: CropSampler, epoch: int) -> None:
+        self.sampler, self.epoch = sampler, epoch
+
+    def __len__(self) -> int:
+        return self.sampler.steps
+
+    def __getitem__(self, step: int):
+        return self.sampler.batch_at(self.epoch, step)
 
 
 def make_loss(schema: str, class_weights: np.ndarray | None = None):
@@ -155,7 +174,8 @@ def make_loss(schema: str, class_weights: np.ndarray | None = None):
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
         def pixel_classes_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(outputs, targets[:, 0].long(), weight=weight)
+            return F.cross_entropy(outputs, targets[:, 0].long(),
+                                   weight=None if weight is None else weight.to(outputs.device))
         return pixel_classes_loss
     raise ValueError(f"unknown schema {schema!r}")
 
@@ -166,9 +186,11 @@ def pixel_class_weights(samples: Sequence[Sample]) -> np.ndarray:
 
 def network_predictor(model: torch.nn.Module):
     """Wrap a network as a numpy ``(C, y, x) → (K, y, x)`` function for tiling."""
+    device = next(model.parameters()).device
+
     def predict(tile: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(tile))[None])[0].numpy()
+            return model(torch.from_numpy(np.ascontiguousarray(tile))[None].to(device))[0].cpu().numpy()
     return predict
 
 
@@ -302,24 +324,37 @@ def make_data_split(config) -> tuple[dict[str, list[str]], dict[str, tuple], dic
 
 
 def prepare_data(config, progress: bool = True) -> SegmentationData:
-    """Split a config's data and bring the train and val images to the model's scale."""
-    from cytolens.io import read_image
-
+    """Split a config's data and bring the train and val images to the model's scale
+    (in ``optimization.workers`` processes when set)."""
     split, files, stratum_of = make_data_split(config)
     if not split["val"]:
         raise InvalidParameterError("the validation split is empty; raise data.val_fraction or add images")
-    samples = {}
-    for side in ("train", "val"):
-        iterator = split[side]
+    ids = split["train"] + split["val"]
+    jobs = [(files[i], config.schema_, config.target_diameter, tuple(config.normalization), stratum_of.get(i, "all"))
+            for i in ids]
+
+    def collect(prepared) -> dict[str, Sample]:
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc=f"preparing {side}", leave=False)
-        for i in iterator:
-            image, labels = files[i]
-            samples[i] = prepare_sample(read_image(image), read_image(labels), config.schema_,
-                                        config.target_diameter, config.normalization, stratum_of.get(i, "all"))
+            prepared = tqdm(prepared, total=len(ids), desc="preparing images", leave=False)
+        return dict(zip(ids, prepared))
+
+    if config.optimization.workers:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(config.optimization.workers) as pool:
+            samples = collect(pool.map(_prepare_file, jobs, chunksize=8))
+    else:
+        samples = collect(map(_prepare_file, jobs))
     return SegmentationData(split, samples, files, _preparation_key(config))
+
+
+def _prepare_file(job) -> Sample:
+    from cytolens.io import read_image
+
+    (image, labels), schema, target_diameter, normalization, stratum = job
+    return prepare_sample(read_image(image), read_image(labels), schema, target_diameter, normalization, stratum)
 
 
 def load_parent(config):
@@ -401,6 +436,24 @@ def _prepare_work_dir(work, config, resume: bool, progress: bool) -> None:
     stamp.write_text(json.dumps(current, indent=1) + "\n")
 
 
+def half_precision_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Learned weights in float16, running statistics (e.g. batchnorm variances) kept in float32.
+
+    Batchnorm variances can exceed float16's range (65504) and would become ``inf``.
+
+    >>> state = {"conv.weight": torch.ones(2), "bn.running_var": torch.tensor([1e6])}
+    >>> {k: v.dtype for k, v in half_precision_weights(state).items()}
+    {'conv.weight': torch.float16, 'bn.running_var': torch.float32}
+    """
+    halved = {}
+    for key, value in state.items():
+        learned = key.endswith(("weight", "bias")) and value.is_floating_point()
+        if learned and torch.isfinite(value.half()).all():
+            value = value.half()
+        halved[key] = value
+    return halved
+
+
 def fit_segmentation(config, data: SegmentationData | None = None, *, progress: bool = True, parent=None,
                      train_ids: Sequence[str] | None = None, on_epoch_end=None, score_train: bool = False,
                      write_package: bool = True, work_dir=None, resume: bool = True, max_train_scored: int = 50):
@@ -438,7 +491,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     from cytolens.nn.unet import receptive_field
     from cytolens.train.checks import check_receptive_field, object_diameters
     from cytolens.train.config import save_config
-    from cytolens.train.loop import LoopConfig, TrainResult, fit, overfitting_report
+    from cytolens.train.loop import LoopConfig, TrainResult, fit, overfitting_report, seed_everything
     from cytolens.train.splits import save_split
     from cytolens.train.transfer import freeze_encoder_hook, parent_record
 
@@ -465,6 +518,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
         messages.append(message)
         warnings.warn(message, UserWarning, stacklevel=2)
     schema_module = SCHEMAS[config.schema_]
+    seed_everything(config.seed)  # the initial weights too
     network = UNet(3, schema_module.OUTPUT_CHANNELS, arch.depth, arch.base_channels, arch.norm, arch.dropout)
     if parent is not None:
         network.load_state_dict(parent.network.state_dict())
@@ -475,12 +529,12 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     aug = config.augmentation
     sampler = CropSampler(train_samples, config.schema_, opt.crop_size, opt.batch_size, opt.steps_per_epoch,
                           aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
-                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain)
+                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain, workers=opt.workers)
     validate = make_validator(val_samples, config.schema_, loss_fn, size_divisor=2**arch.depth, **post_params)
     loop = LoopConfig(epochs=opt.epochs, optimizer=opt.optimizer, learning_rate=opt.learning_rate,
                       momentum=opt.momentum, weight_decay=opt.weight_decay, schedule=opt.schedule,
                       warmup_epochs=opt.warmup_epochs, patience=opt.patience, seed=config.seed,
-                      max_minutes=opt.max_minutes)
+                      max_minutes=opt.max_minutes, device=opt.device)
     work = Path(work_dir) if work_dir is not None else Path(str(config.output) + ".work")
     _prepare_work_dir(work, config, resume, progress)
     hook = freeze_encoder_hook(config.freeze_encoder_epochs) if parent is not None else None
@@ -491,6 +545,8 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     if overfit:
         messages.append(overfit)
     best_weights = load_file(str(work / "best.safetensors"))
+    if config.weights_dtype == "float16":
+        best_weights = half_precision_weights(best_weights)
     train_scores: dict = {}
     if score_train:
         network.load_state_dict(best_weights)

@@ -1,6 +1,6 @@
 """Learning curve of the nuclei recipe on DSB2018: would more annotated images help?
 
-Trains the bundled ``nuclei`` recipe (training/nuclei/config.yaml: same data, split,
+Trains the CPU ``nuclei`` recipe (training/nuclei/config.yaml: same data, split,
 architecture and augmentation) with a short budget on nested fractions 0.1, 0.25,
 0.5 and 1.0 of its train split, scores every run on the same validation split
 (AP@0.5 per image at the model scale, the metric used for model selection) and on

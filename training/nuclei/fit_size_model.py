@@ -1,7 +1,7 @@
 """Fit the size model of a segmentation package on its training split; score it on its val split.
 
 Usage: python training/nuclei/fit_size_model.py [PACKAGE] [CONFIG] [MAX_TRAIN_IMAGES]
-(defaults: the bundled nuclei package, training/nuclei/config.yaml, all train images;
+(defaults: the bundled nuclei package, its recipe training/nuclei_gpu/config.yaml, all train images;
 a smaller MAX_TRAIN_IMAGES takes an evenly spaced subset of the sorted train ids)
 
 Writes PACKAGE/size_model.json and records the validation error in model.json.
@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     package_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "src/cytolens/models/bundled/nuclei"
-    config = load_config(sys.argv[2] if len(sys.argv) > 2 else HERE / "config.yaml")
+    config = load_config(sys.argv[2] if len(sys.argv) > 2 else HERE.parent / "nuclei_gpu" / "config.yaml")
     package = load(package_dir)
     split = load_split(config.data.split_file)
     norm = config.normalization

@@ -3,7 +3,7 @@ With ``--augment`` the same grid is also scored with test-time augmentation (fli
 for information; the chosen thresholds are the best without it (the default).
 
 Usage: python training/nuclei/tune_thresholds.py [PACKAGE] [CONFIG] [--augment]
-(defaults: the bundled nuclei package and training/nuclei/config.yaml)
+(defaults: the bundled nuclei package and its recipe, training/nuclei_gpu/config.yaml)
 
 Network outputs of every val image are computed once (at the true object scale, so
 the size estimate does not blur the choice), then a grid of thresholds is scored by
@@ -45,7 +45,7 @@ GRIDS = {
 def main() -> None:
     args = [a for a in sys.argv[1:] if a != "--augment"]
     package_dir = Path(args[0]) if args else HERE.parents[1] / "src/cytolens/models/bundled/nuclei"
-    config = load_config(args[1] if len(args) > 1 else HERE / "config.yaml")
+    config = load_config(args[1] if len(args) > 1 else HERE.parent / "nuclei_gpu" / "config.yaml")
     package = load(package_dir)
     schema = package.meta["schema"]
     target = package.meta["scale"]["target_diameter"]

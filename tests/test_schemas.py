@@ -147,3 +147,23 @@ def test_pixel_classes_rejects_bad_class_weights(bad):
     outputs = np.zeros((3, 8, 8), np.float32)
     with pytest.raises(InvalidParameterError, match="class_weights"):
         pixel_classes.postprocess(outputs, class_weights=bad)
+
+
+def test_deep_watershed_marker_dynamic_merges_peaks_joined_by_a_shallow_saddle():
+    yy, xx = np.mgrid[:40, :80]
+    # one textured nucleus: two peaks (0.9 and 0.8) whose saddle is at about 0.37
+    distance = np.maximum(0.9 * np.exp(-((yy - 20) ** 2 + (xx - 14) ** 2) / 40),
+                          0.8 * np.exp(-((yy - 20) ** 2 + (xx - 26) ** 2) / 40))
+    outputs = logit(np.stack([(distance > 0.1).astype(float), distance]))
+    assert deep_watershed.postprocess(outputs, marker_threshold=0.5, min_size=1).max() == 2
+    assert deep_watershed.postprocess(outputs, marker_threshold=0.5, min_size=1, marker_dynamic=0.3).max() == 2
+    assert deep_watershed.postprocess(outputs, marker_threshold=0.5, min_size=1, marker_dynamic=0.45).max() == 1
+
+
+def test_deep_watershed_marker_dynamic_keeps_touching_objects_apart():
+    labels = two_touching_squares()
+    outputs = logit(deep_watershed.targets(labels))
+    result = deep_watershed.postprocess(outputs, min_size=1, marker_dynamic=0.4)
+    assert match(labels, result.astype(np.int64), 0.7).tp == 3
+    with pytest.raises(InvalidParameterError, match="marker_dynamic"):
+        deep_watershed.postprocess(outputs, marker_dynamic=1.5)

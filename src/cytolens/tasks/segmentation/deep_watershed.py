@@ -10,7 +10,11 @@ Post-processing optionally smooths the predicted distance (``smoothing`` = Gauss
 sigma in the model's pixels; texture inside a nucleus otherwise splits its peak),
 takes the connected regions where it exceeds ``marker_threshold`` as markers (one
 per object) and grows them by watershed on the inverted distance inside the
-foreground mask. This is the DeepCell
+foreground mask. With ``marker_dynamic`` = h > 0, markers are instead the peaks of
+the distance that rise at least h above the saddle to any higher peak (h-maxima,
+Soille 2003) and exceed ``marker_threshold``: two peaks of one textured nucleus,
+joined by a shallow saddle, give one marker, while touching nuclei (whose distance
+falls to ~0 between them) keep theirs. This is the DeepCell
 "deep watershed" idea (Bannon et al. 2021), with a per-object normalized distance.
 
 Example
@@ -30,6 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from cytolens.errors import InvalidParameterError
@@ -52,6 +57,7 @@ class DeepWatershedParams:
     marker_threshold: float = 0.5
     min_size: int = 8
     smoothing: float = 0.0
+    marker_dynamic: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,12 +76,14 @@ def postprocess(
     marker_threshold: float = 0.5,
     min_size: int = 8,
     smoothing: float = 0.0,
+    marker_dynamic: float = 0.0,
 ) -> np.ndarray:
     """Turn network outputs ``(2, Y, X)`` into a label image ``(Y, X)`` uint32.
 
     ``outputs[0]`` is the foreground logit, ``outputs[1]`` the inner-distance logit.
     ``smoothing`` is the sigma (pixels of ``outputs``) of a Gaussian applied to the
-    distance before markers are found; 0 turns it off.
+    distance before markers are found; 0 turns it off. ``marker_dynamic`` > 0 finds
+    markers as h-maxima of the distance (see the module docstring); 0 turns it off.
     Foreground regions that hold no marker still become objects (if large enough),
     so a faint object is never silently dropped because its peak was low.
     """
@@ -84,11 +92,17 @@ def postprocess(
         raise ValueError(f"expected outputs of shape (2, Y, X), got {outputs.shape}")
     if smoothing < 0:
         raise InvalidParameterError(f"smoothing must be >= 0, got {smoothing}")
+    if not 0 <= marker_dynamic < 1:
+        raise InvalidParameterError(f"marker_dynamic must be in [0, 1), got {marker_dynamic}")
     probability, distance = 1.0 / (1.0 + np.exp(-outputs))
     if smoothing > 0:
         distance = ndi.gaussian_filter(distance, smoothing)
     mask = probability > foreground_threshold
-    markers, _ = ndi.label((distance > marker_threshold) & mask)
+    if marker_dynamic > 0:
+        peaks = h_maxima(distance.astype(np.float64), marker_dynamic).astype(bool)
+        markers, _ = ndi.label(peaks & (distance > marker_threshold) & mask)
+    else:
+        markers, _ = ndi.label((distance > marker_threshold) & mask)
     labels = watershed(-distance, markers, mask=mask)
     labels = add_unclaimed_regions(labels, mask)
     return remove_small_objects(relabel_sequential(labels), min_size)

@@ -261,8 +261,11 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
 
 
 def segmentation(sequence: Path, name: str) -> np.ndarray:
-    """Our own segmentation of every frame (cached per model version: weights and model.json)."""
+    """Our own segmentation of every frame (cached per model version and segment_movie's code)."""
     import hashlib
+    import inspect
+
+    from cytolens.track import consistency, pipeline
 
     from cytolens.io import read_image
     from cytolens.models import resolve
@@ -270,6 +273,8 @@ def segmentation(sequence: Path, name: str) -> np.ndarray:
 
     package = resolve("nuclei")
     digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
+    for module in (pipeline, consistency):
+        digest.update(inspect.getsource(module).encode())
     cached = CACHE / f"{name}_01_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():
         return np.load(cached)

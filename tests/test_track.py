@@ -364,3 +364,29 @@ def test_division_of_fixed_size_markers_uses_geometry_only():
     result = tracking.track(labels=movie_of(objects))
     assert result.config["use_area"] is False
     assert len(result.divisions) == 1
+
+
+def test_a_split_that_comes_and_goes_is_merged_but_a_division_is_not():
+    from cytolens.track.consistency import merge_flickering_splits
+
+    movie = np.zeros((6, 20, 30), np.int32)
+    movie[:, 4:14, 4:20] = 1
+    movie[2:4, 4:14, 12:20] = 2  # frames 2-3 cut the cell in two, then it is whole again
+    merged = merge_flickering_splits(movie)
+    assert [len(np.unique(f)) - 1 for f in merged] == [1] * 6
+    assert np.array_equal(merged[2] > 0, movie[2] > 0)
+    # a division: whole before, two touching daughters until the end -> kept
+    division = movie.copy()
+    division[2:, 4:14, 12:20] = 2
+    assert [len(np.unique(f)) - 1 for f in merge_flickering_splits(division)] == [1, 1, 2, 2, 2, 2]
+    # a split longer than max_frames is kept; max_frames=0 changes nothing
+    long_split = movie.copy()
+    long_split[1:5, 4:14, 12:20] = 2
+    assert [len(np.unique(f)) - 1 for f in merge_flickering_splits(long_split)] == [1, 2, 2, 2, 2, 1]
+    assert np.array_equal(merge_flickering_splits(movie, max_frames=0), movie)
+    # two neighbours that never were one object stay apart
+    neighbours = np.zeros((4, 20, 30), np.int32)
+    neighbours[:, 4:14, 4:12], neighbours[:, 4:14, 12:20] = 1, 2
+    assert np.array_equal(merge_flickering_splits(neighbours), neighbours)
+    with pytest.raises(InvalidParameterError, match="max_frames"):
+        merge_flickering_splits(movie, max_frames=-1)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.track.config import TrackingConfig
+from cytolens.track.consistency import merge_flickering_splits
 from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_overlaps
 from cytolens.track.lineage import TrackingResult
 from cytolens.track.linking import link
@@ -24,12 +25,14 @@ def _progress(enabled: bool):
 
 
 def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
-                  progress: bool = False, **postprocess) -> np.ndarray:
+                  progress: bool = False, merge_flicker: int = 2, **postprocess) -> np.ndarray:
     """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels.
 
     When ``diameter`` is None it is estimated once, as the median over the first,
     middle and last frames, and used for every frame: sizes stay consistent over
     time (which linking relies on) and each frame is segmented in one pass.
+    Touching objects that are one object within ``merge_flicker`` frames before and
+    after are merged (:func:`cytolens.track.consistency.merge_flickering_splits`; 0 = off).
     """
     import cytolens
     from cytolens.models import load
@@ -49,7 +52,8 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
         diameter = float(np.median(estimates))
     wrap = _progress(progress)
     frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
-    return np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, **postprocess) for t in frames])
+    labels = np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, **postprocess) for t in frames])
+    return merge_flickering_splits(labels, max_frames=merge_flicker)
 
 
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,

@@ -1,0 +1,105 @@
+"""Temporal consistency of a segmented movie: undo splits that come and go.
+
+A segmentation network sometimes cuts one nucleus in two for a frame or two (texture,
+a dim band), and a tracker then sees a short-lived extra cell, often as a false
+division. :func:`merge_flickering_splits` merges two touching objects of a frame when
+one object of an earlier frame (within ``max_frames``) and one of a later frame (within
+``max_frames``) each cover both of them: the cell was whole before and is whole again.
+A real division never merges (its daughters do not become one object again), and a
+split that lasts longer than ``max_frames`` is kept.
+
+Example
+-------
+>>> movie = np.zeros((3, 10, 12), np.int32)
+>>> movie[:, 2:8, 2:10] = 1
+>>> movie[1, 2:8, 6:10] = 2          # frame 1 cuts the cell in two
+>>> merged = merge_flickering_splits(movie)
+>>> [len(np.unique(f)) - 1 for f in merged]
+[1, 1, 1]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cytolens.errors import InvalidParameterError
+
+
+def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs ``(a, b)``, ``a < b``, of labels that share an edge (4-connectivity)."""
+    pairs = set()
+    for first, second in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        touching = (first != second) & (first > 0) & (second > 0)
+        a, b = first[touching], second[touching]
+        keys = np.unique(np.minimum(a, b).astype(np.int64) << 32 | np.maximum(a, b).astype(np.int64))
+        pairs.update((int(k >> 32), int(k & 0xFFFFFFFF)) for k in keys)
+    return pairs
+
+
+def _overlaps(frame: np.ndarray, other: np.ndarray) -> dict[int, dict[int, int]]:
+    """``{label in frame: {label in other: shared pixels}}``."""
+    both = (frame > 0) & (other > 0)
+    keys, counts = np.unique(frame[both].astype(np.int64) << 32 | other[both].astype(np.int64), return_counts=True)
+    table: dict[int, dict[int, int]] = {}
+    for key, count in zip(keys, counts):
+        table.setdefault(int(key >> 32), {})[int(key & 0xFFFFFFFF)] = int(count)
+    return table
+
+
+def _whole_in(pair, areas, overlaps, other_areas, min_iou: float) -> bool:
+    """Does one object of the other frame cover both parts of ``pair`` (each mostly, the union by IoU)?"""
+    a, b = pair
+    for candidate, shared_a in overlaps.get(a, {}).items():
+        shared_b = overlaps.get(b, {}).get(candidate, 0)
+        if shared_a < 0.5 * areas[a] or shared_b < 0.5 * areas[b]:
+            continue
+        union = areas[a] + areas[b] + other_areas[candidate] - shared_a - shared_b
+        if (shared_a + shared_b) / union >= min_iou:
+            return True
+    return False
+
+
+def merge_flickering_splits(labels: np.ndarray, max_frames: int = 2, min_iou: float = 0.5) -> np.ndarray:
+    """Merge touching objects that are one object both before and after (see the module docstring).
+
+    Parameters
+    ----------
+    labels : ndarray (T, Y, X)
+        Label movie; ids need not agree between frames.
+    max_frames : int
+        How far back and ahead to look for the whole object; 0 returns the movie unchanged.
+    min_iou : float
+        IoU between the merged pair and the whole object required in both directions.
+
+    Returns
+    -------
+    ndarray (T, Y, X), a copy: the merged object keeps the smaller id.
+    """
+    labels = np.array(labels, copy=True)
+    if labels.ndim != 3:
+        raise InvalidParameterError(f"a label movie must be (T, Y, X); got shape {labels.shape}")
+    if max_frames < 0 or not 0 < min_iou <= 1:
+        raise InvalidParameterError(f"need max_frames >= 0 and 0 < min_iou <= 1; got {max_frames}, {min_iou}")
+    if max_frames == 0:
+        return labels
+    areas = [np.bincount(frame.ravel()) for frame in labels]
+    for t in range(len(labels)):
+        changed = True
+        while changed:  # a nucleus cut in three merges pair by pair
+            changed = False
+            pairs = touching_pairs(labels[t])
+            if not pairs:
+                break
+            before = [s for s in range(t - 1, max(t - max_frames, 0) - 1, -1)]
+            after = [s for s in range(t + 1, min(t + max_frames, len(labels) - 1) + 1)]
+            if not before or not after:
+                break
+            tables = {s: _overlaps(labels[t], labels[s]) for s in before + after}
+            for a, b in sorted(pairs):
+                whole_before = any(_whole_in((a, b), areas[t], tables[s], areas[s], min_iou) for s in before)
+                if whole_before and any(_whole_in((a, b), areas[t], tables[s], areas[s], min_iou) for s in after):
+                    labels[t][labels[t] == b] = a
+                    areas[t] = np.bincount(labels[t].ravel(), minlength=len(areas[t]))
+                    changed = True
+                    break
+    return labels

@@ -99,13 +99,29 @@ def postprocess(
         distance = ndi.gaussian_filter(distance, smoothing)
     mask = probability > foreground_threshold
     if marker_dynamic > 0:
-        peaks = h_maxima(distance.astype(np.float64), marker_dynamic).astype(bool)
-        markers, _ = ndi.label(peaks & (distance > marker_threshold) & mask)
+        markers, _ = ndi.label(_dynamic_peaks(distance, mask, marker_dynamic) & (distance > marker_threshold))
     else:
         markers, _ = ndi.label((distance > marker_threshold) & mask)
     labels = watershed(-distance, markers, mask=mask)
     labels = add_unclaimed_regions(labels, mask)
     return remove_small_objects(relabel_sequential(labels), min_size)
+
+
+def _dynamic_peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
+    """h-maxima of ``distance`` inside ``mask``, one connected region of the mask at a time.
+
+    Objects in different regions are apart anyway; working region by region keeps the
+    memory of the morphological reconstruction bounded by the largest region, not the image.
+    """
+    regions, _ = ndi.label(mask)
+    peaks = np.zeros(mask.shape, bool)
+    for index, box in enumerate(ndi.find_objects(regions), start=1):
+        if box is None:
+            continue
+        inside = regions[box] == index
+        local = np.where(inside, distance[box], 0.0).astype(np.float64)
+        peaks[box] |= h_maxima(local, h).astype(bool) & inside
+    return peaks
 
 
 __all__ = ["DeepWatershedParams", "OUTPUT_CHANNELS", "targets", "postprocess", "check_labels"]

@@ -34,15 +34,13 @@ def seconds_per_step(config, data, steps: int = 30) -> float:
     """Seconds per training step: mean of ``steps`` training steps after a warm-up, on the config's device."""
     from cytolens.nn import UNet
 
-    arch, opt, aug = config.architecture, config.optimization, config.augmentation
+    arch, opt = config.architecture, config.optimization
     device = resolve_device(opt.device)
     torch.backends.cudnn.benchmark = True
     network = UNet(3, 2, arch.depth, arch.base_channels, arch.norm, arch.dropout).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     loss_fn = make_loss(config.schema_)
-    sampler = CropSampler(data.side("train"), config.schema_, opt.crop_size, opt.batch_size, steps + 5,
-                          aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
-                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain, workers=opt.workers)
+    sampler = CropSampler.from_config(data.side("train"), config, steps=steps + 5)
     start = None
     for step, (inputs, targets) in enumerate(sampler(10_000)):
         if step == 5:

@@ -49,12 +49,10 @@ def main() -> None:
         modules[name].reset_running_stats()
         modules[name].momentum = None  # cumulative average over all batches
         modules[name].train()
-    opt, aug = config.optimization, config.augmentation
+    opt = config.optimization
     data = prepare_data(config.model_copy(update={"optimization": opt.model_copy(update={"workers": 2})}),
                         progress=False)
-    sampler = CropSampler(data.side("train"), config.schema_, opt.crop_size, opt.batch_size, args.batches,
-                          aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
-                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain)
+    sampler = CropSampler.from_config(data.side("train"), config, steps=args.batches, workers=0)
     with torch.no_grad():
         for inputs, _ in sampler(0):
             network(inputs)

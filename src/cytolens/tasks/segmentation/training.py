@@ -99,6 +99,16 @@ class CropSampler:
             weights = weights / np.array([counts[s.stratum] for s in self.samples])
         self.probabilities = weights / weights.sum()
 
+    @classmethod
+    def from_config(cls, samples: Sequence[Sample], config, steps: int | None = None,
+                    workers: int | None = None) -> CropSampler:
+        """The sampler a training config describes (``steps``/``workers`` override the config's)."""
+        opt, aug = config.optimization, config.augmentation
+        return cls(samples, config.schema_, opt.crop_size, opt.batch_size,
+                   opt.steps_per_epoch if steps is None else steps, aug.flips, aug.rotations, aug.scale_range,
+                   aug.intensity, config.modality_weights, config.seed, gamma=aug.gamma, blur=aug.blur,
+                   stain=aug.stain, workers=opt.workers if workers is None else workers)
+
     def _crop(self, rng: np.random.Generator, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         low, high = self.scale_range
         zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
@@ -526,10 +536,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     loss_fn = make_loss(config.schema_, weights)
     post_params = {} if weights is None else {"class_weights": tuple(map(float, weights))}
     opt = config.optimization
-    aug = config.augmentation
-    sampler = CropSampler(train_samples, config.schema_, opt.crop_size, opt.batch_size, opt.steps_per_epoch,
-                          aug.flips, aug.rotations, aug.scale_range, aug.intensity, config.modality_weights,
-                          config.seed, gamma=aug.gamma, blur=aug.blur, stain=aug.stain, workers=opt.workers)
+    sampler = CropSampler.from_config(train_samples, config)
     validate = make_validator(val_samples, config.schema_, loss_fn, size_divisor=2**arch.depth, **post_params)
     loop = LoopConfig(epochs=opt.epochs, optimizer=opt.optimizer, learning_rate=opt.learning_rate,
                       momentum=opt.momentum, weight_decay=opt.weight_decay, schedule=opt.schedule,

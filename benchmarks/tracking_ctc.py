@@ -261,10 +261,11 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
 
 
 def segmentation(sequence: Path, name: str) -> np.ndarray:
-    """Our own segmentation of every frame (cached per model version and segment_movie's code)."""
+    """Our own segmentation of every frame (cached per model version and the segmentation code)."""
     import hashlib
     import inspect
 
+    from cytolens.tasks.segmentation import deep_watershed, inference
     from cytolens.track import consistency, pipeline
 
     from cytolens.io import read_image
@@ -273,7 +274,7 @@ def segmentation(sequence: Path, name: str) -> np.ndarray:
 
     package = resolve("nuclei")
     digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
-    for module in (pipeline, consistency):
+    for module in (pipeline, consistency, inference, deep_watershed):
         digest.update(inspect.getsource(module).encode())
     cached = CACHE / f"{name}_01_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():

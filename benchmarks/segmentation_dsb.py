@@ -63,7 +63,7 @@ def summarize(table: pd.DataFrame) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["nuclei", "nuclei_pixel_classes"])
+    parser.add_argument("--models", nargs="+", default=["nuclei", "nuclei_fast", "nuclei_pixel_classes"])
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images (quick check)")
     parser.add_argument("--no-write-model", action="store_true", help="do not record scores in model.json")
     parser.add_argument("--augment", action="store_true", help="also score test-time augmentation (flips)")

@@ -1,13 +1,14 @@
 """Speed of the whole ``cytolens.segment`` call and its peak memory on a huge image.
 
-* Megapixels per second of ``cytolens.segment(image)`` on synthetic 512² and 2048²
+* Megapixels per second of ``cytolens.segment(image, model)`` (bundled ``nuclei`` and the
+  narrower ``nuclei_fast``) on synthetic 512² and 2048²
   fluorescence images (file I/O excluded), with the diameter given and estimated,
   next to a classical baseline in the same run (Otsu threshold + distance-transform
   watershed, scikit-image) as a ratio: absolute times on shared machines are noisy.
 * Peak resident memory (RSS) of a fresh process segmenting an 8000×8000 image
   (diameter given), measured by the OS (``ru_maxrss``), against the < 4 GB budget.
 
-Usage: python benchmarks/segmentation_speed.py [--repeats 3] [--skip-huge]
+Usage: python benchmarks/segmentation_speed.py [--repeats 3] [--skip-huge] [--models nuclei nuclei_fast]
 Writes benchmarks/results/segmentation_speed.{json,md}.
 """
 
@@ -60,7 +61,7 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def huge_rss(size: int) -> dict:
+def huge_rss(size: int, model: str = "nuclei") -> dict:
     """Segment a size×size image in a fresh process and return its peak RSS."""
     tile, _ = synthetic_nuclei(shape=(1000, 1000), n_nuclei=600, seed=3)
     image = np.tile(tile, (size // 1000, size // 1000))
@@ -71,13 +72,14 @@ def huge_rss(size: int) -> dict:
             "import numpy as np, resource, time, cytolens\n"
             f"image = np.load({str(path)!r})\n"
             "start = time.perf_counter()\n"
-            f"labels = cytolens.segment(image, diameter={DIAMETER})\n"
+            f"labels = cytolens.segment(image, {model!r}, diameter={DIAMETER})\n"
             "seconds = time.perf_counter() - start\n"
             "print(int(labels.max()), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     objects, seconds, rss_kb = out.split()
-    return {"shape": [size, size], "dtype": str(image.dtype), "objects": int(objects), "seconds": float(seconds),
+    return {"model": model, "shape": [size, size], "dtype": str(image.dtype), "objects": int(objects),
+            "seconds": float(seconds),
             "peak_rss_gb": int(rss_kb) / 1024**2, "input_gb": image.nbytes / 1024**3}
 
 
@@ -85,26 +87,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-huge", action="store_true")
+    parser.add_argument("--models", nargs="+", default=["nuclei", "nuclei_fast"],
+                        help="bundled models to time (the 8000² memory test uses the first)")
     args = parser.parse_args()
-    package = load("nuclei")
+    packages = {name: load(name) for name in args.models}
     report = {"machine": machine(), "sizes": {}}
     for side in (512, 2048):
         image, _ = synthetic_nuclei(shape=(side, side), n_nuclei=int(80 * (side / 512) ** 2), seed=side)
-        cytolens.segment(image[:256, :256], package, diameter=DIAMETER)  # warm-up
         megapixels = side * side / 1e6
-        given = best_time(lambda: cytolens.segment(image, package, diameter=DIAMETER), args.repeats)
-        estimated = best_time(lambda: cytolens.segment(image, package), args.repeats)
         baseline = best_time(lambda: classical(image), args.repeats)
-        report["sizes"][str(side)] = {
-            "megapixels": megapixels,
-            "cytolens_diameter_given_mpx_per_s": megapixels / given,
-            "cytolens_diameter_estimated_mpx_per_s": megapixels / estimated,
-            "classical_watershed_mpx_per_s": megapixels / baseline,
-            "slowdown_vs_classical_given": given / baseline,
-        }
-        print(side, json.dumps(report["sizes"][str(side)]), flush=True)
+        entry = {"megapixels": megapixels, "classical_watershed_mpx_per_s": megapixels / baseline, "models": {}}
+        for name, package in packages.items():
+            cytolens.segment(image[:256, :256], package, diameter=DIAMETER)  # warm-up
+            given = best_time(lambda: cytolens.segment(image, package, diameter=DIAMETER), args.repeats)
+            estimated = best_time(lambda: cytolens.segment(image, package), args.repeats)
+            entry["models"][name] = {"diameter_given_mpx_per_s": megapixels / given,
+                                     "diameter_estimated_mpx_per_s": megapixels / estimated,
+                                     "slowdown_vs_classical_given": given / baseline}
+        report["sizes"][str(side)] = entry
+        print(side, json.dumps(entry), flush=True)
     if not args.skip_huge:
-        report["huge"] = huge_rss(8000)
+        report["huge"] = huge_rss(8000, args.models[0])
         print("huge", json.dumps(report["huge"]), flush=True)
     report["rss_benchmark_process_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     (RESULTS / "segmentation_speed.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -113,16 +116,17 @@ def main() -> None:
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), no GPU; "
              f"commit {m['commit']}. Best of {args.repeats} runs; synthetic fluorescence nuclei; "
              "file I/O excluded.", "",
-             "| image | cytolens, diameter given (Mpx/s) | cytolens, diameter estimated (Mpx/s) | "
+             "| image | model | diameter given (Mpx/s) | diameter estimated (Mpx/s) | "
              "classical Otsu+watershed (Mpx/s) | cytolens time / classical time |",
-             "| --- | --- | --- | --- | --- |"]
-    for side, s in report["sizes"].items():
-        lines.append(f"| {side}² | {s['cytolens_diameter_given_mpx_per_s']:.2f} | "
-                     f"{s['cytolens_diameter_estimated_mpx_per_s']:.2f} | {s['classical_watershed_mpx_per_s']:.2f} | "
-                     f"{s['slowdown_vs_classical_given']:.1f}× |")
+             "| --- | --- | --- | --- | --- | --- |"]
+    for side, entry in report["sizes"].items():
+        for name, s in entry["models"].items():
+            lines.append(f"| {side}² | {name} | {s['diameter_given_mpx_per_s']:.2f} | "
+                         f"{s['diameter_estimated_mpx_per_s']:.2f} | {entry['classical_watershed_mpx_per_s']:.2f} | "
+                         f"{s['slowdown_vs_classical_given']:.1f}× |")
     if "huge" in report:
         h = report["huge"]
-        lines += ["", f"8000×8000 {h['dtype']} image ({h['objects']} objects, {h['seconds']:.0f} s): "
+        lines += ["", f"8000×8000 {h['dtype']} image, model {h['model']} ({h['objects']} objects, {h['seconds']:.0f} s): "
                       f"peak RSS {h['peak_rss_gb']:.2f} GB (budget < 4 GB)."]
     (RESULTS / "segmentation_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -135,3 +135,11 @@ def test_size_model_round_trip(tmp_path):
     again = SizeModel.load(tmp_path / "size_model.json")
     style = style_of(net, images[0])
     assert np.allclose(model.predict(style), again.predict(style)) and model.predict(style)[0] > 0
+
+
+@pytest.mark.parametrize(("name", "minimum_ap"), [("nuclei", 0.9), ("nuclei_fast", 0.9),
+                                                  ("nuclei_pixel_classes", 0.5)])  # the last: a 12-epoch baseline
+def test_every_bundled_model_loads_offline_and_finds_synthetic_nuclei(name, minimum_ap):
+    image, truth = synthetic_nuclei(shape=(256, 256), n_nuclei=25, seed=11)
+    labels = cytolens.segment(image, model=name, diameter=20)
+    assert match(truth.astype(np.int64), labels.astype(np.int64), 0.5).average_precision >= minimum_ap

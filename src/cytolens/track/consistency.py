@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from cytolens.errors import InvalidParameterError
+from cytolens.track.detections import mask_overlaps
 
 
 def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
@@ -38,11 +39,9 @@ def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
 
 def _overlaps(frame: np.ndarray, other: np.ndarray) -> dict[int, dict[int, int]]:
     """``{label in frame: {label in other: shared pixels}}``."""
-    both = (frame > 0) & (other > 0)
-    keys, counts = np.unique(frame[both].astype(np.int64) << 32 | other[both].astype(np.int64), return_counts=True)
     table: dict[int, dict[int, int]] = {}
-    for key, count in zip(keys, counts):
-        table.setdefault(int(key >> 32), {})[int(key & 0xFFFFFFFF)] = int(count)
+    for a, b, count in zip(*mask_overlaps(frame, other)):
+        table.setdefault(int(a), {})[int(b)] = int(count)
     return table
 
 
@@ -84,22 +83,27 @@ def merge_flickering_splits(labels: np.ndarray, max_frames: int = 2, min_iou: fl
         return labels
     areas = [np.bincount(frame.ravel()) for frame in labels]
     for t in range(len(labels)):
-        changed = True
-        while changed:  # a nucleus cut in three merges pair by pair
-            changed = False
-            pairs = touching_pairs(labels[t])
-            if not pairs:
-                break
-            before = [s for s in range(t - 1, max(t - max_frames, 0) - 1, -1)]
-            after = [s for s in range(t + 1, min(t + max_frames, len(labels) - 1) + 1)]
-            if not before or not after:
-                break
-            tables = {s: _overlaps(labels[t], labels[s]) for s in before + after}
-            for a, b in sorted(pairs):
-                whole_before = any(_whole_in((a, b), areas[t], tables[s], areas[s], min_iou) for s in before)
-                if whole_before and any(_whole_in((a, b), areas[t], tables[s], areas[s], min_iou) for s in after):
-                    labels[t][labels[t] == b] = a
-                    areas[t] = np.bincount(labels[t].ravel(), minlength=len(areas[t]))
-                    changed = True
-                    break
+        before = list(range(t - 1, max(t - max_frames, 0) - 1, -1))
+        after = list(range(t + 1, min(t + max_frames, len(labels) - 1) + 1))
+        if before and after:
+            while _merge_one_pair(labels, areas, t, before, after, min_iou):
+                pass  # a nucleus cut in three merges pair by pair
     return labels
+
+
+def _merge_one_pair(labels, areas, t: int, before: list[int], after: list[int], min_iou: float) -> bool:
+    """Merge the first touching pair of frame ``t`` that is whole before and after; False if none is."""
+    pairs = touching_pairs(labels[t])
+    if not pairs:
+        return False
+    tables = {s: _overlaps(labels[t], labels[s]) for s in before + after}
+
+    def whole_in(pair, frames) -> bool:
+        return any(_whole_in(pair, areas[t], tables[s], areas[s], min_iou) for s in frames)
+
+    for a, b in sorted(pairs):
+        if whole_in((a, b), before) and whole_in((a, b), after):
+            labels[t][labels[t] == b] = a
+            areas[t] = np.bincount(labels[t].ravel(), minlength=len(areas[t]))
+            return True
+    return False

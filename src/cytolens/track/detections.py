@@ -145,6 +145,27 @@ def detections_from_table(table: pd.DataFrame, frame_col: str = "t",
     return out.sort_values(["t", "label"], kind="stable").reset_index(drop=True)
 
 
+def mask_overlaps(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels shared by the objects of two label images of one shape.
+
+    Returns ``(labels_first, labels_second, pixels)``, one entry per pair of objects that
+    overlap, sorted by ``(labels_first, labels_second)``.
+
+    >>> a = np.array([[1, 1, 0], [2, 2, 0]]); b = np.array([[3, 0, 0], [3, 3, 4]])
+    >>> [x.tolist() for x in mask_overlaps(a, b)]
+    [[1, 2], [3, 3], [1, 2]]
+    """
+    a, b = np.asarray(first).ravel(), np.asarray(second).ravel()
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    a, b = a[both].astype(np.int64), b[both].astype(np.int64)
+    base = int(b.max()) + 1
+    codes, counts = np.unique(a * base + b, return_counts=True)
+    return codes // base, codes % base, counts
+
+
 def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pixel overlaps between objects of consecutive frames.
 
@@ -161,14 +182,9 @@ def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tu
     for t in range(len(movie) - 1):
         if t not in lookup or t + 1 not in lookup:
             continue
-        a, b = movie[t].ravel(), movie[t + 1].ravel()
-        both = (a > 0) & (b > 0)
-        if not both.any():
-            continue
-        a, b = a[both].astype(np.int64), b[both].astype(np.int64)
-        codes, counts = np.unique(a * (int(b.max()) + 1) + b, return_counts=True)
-        la, lb = codes // (int(b.max()) + 1), codes % (int(b.max()) + 1)
-        overlaps[t] = (lookup[t][la], lookup[t + 1][lb], counts.astype(float))
+        la, lb, counts = mask_overlaps(movie[t], movie[t + 1])
+        if len(counts):
+            overlaps[t] = (lookup[t][la], lookup[t + 1][lb], counts.astype(float))
     return overlaps
 
 

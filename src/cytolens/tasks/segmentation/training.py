@@ -292,8 +292,6 @@ def make_data_split(config) -> tuple[dict[str, list[str]], dict[str, tuple], dic
 
     Returns the split, ``{id: (image, labels)}`` and ``{id: stratum}``.
     """
-    from pathlib import Path
-
     from cytolens.train.splits import add_fixed_sides, load_split, make_split, save_split
 
     data = config.data
@@ -492,7 +490,6 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     import json
     import subprocess
     import warnings
-    from pathlib import Path
 
     from safetensors.torch import load_file
 

@@ -94,10 +94,54 @@ def test_bad_images_raise_clear_errors(nuclei, bad, message):
 
 
 @pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"tile_size": 16},
-                                    {"overlap": 400}])
+                                    {"overlap": 400}, {"gamma": 0.0}, {"gamma": float("nan")}, {"gamma": 50}])
 def test_bad_parameters_raise_clear_errors(nuclei, sample, kwargs):
     with pytest.raises(InvalidParameterError):
         cytolens.segment(sample[0], nuclei, **kwargs)
+
+
+def test_dark_background_test_tells_fluorescence_from_stained(sample):
+    from cytolens.tasks.segmentation.inference import has_dark_background
+
+    fluorescence = sample[0]
+    stained = np.repeat((fluorescence.max() - fluorescence)[..., None], 3, axis=2)  # dark nuclei, bright background
+    assert has_dark_background(fluorescence) and not has_dark_background(stained)
+
+
+def test_gamma_lifts_mid_range_intensities(nuclei, sample):
+    from cytolens.tasks.segmentation.inference import as_yxc, tile_preparer
+
+    image = as_yxc(sample[0])
+    lifted = tile_preparer(nuclei, image, gamma=0.67)(image)
+    plain = tile_preparer(nuclei, image)(image)
+    inside = (plain > 0.05) & (plain < 0.95)
+    assert inside.any() and np.all(lifted[inside] > plain[inside])
+
+
+def textured_nuclei(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three round nuclei (diameter 48) of dim nucleoplasm dotted with bright chromatin foci."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:192, :192]
+    truth = np.zeros((192, 192), np.int32)
+    image = np.zeros((192, 192))
+    for label, (cy, cx) in enumerate([(50, 50), (60, 140), (140, 95)], start=1):
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= 24**2
+        truth[inside] = label
+        image[inside] += 0.15
+        for _ in range(7):
+            r, a = 16 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+            fy, fx = cy + r * np.sin(a), cx + r * np.cos(a)
+            image += np.exp(-((yy - fy) ** 2 + (xx - fx) ** 2) / (2 * 3.0**2)) * inside
+    image = image + rng.normal(0, 0.01, image.shape)
+    return (image * 4000 + 200).astype(np.uint16), truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_textured_nuclei_are_found_whole(nuclei, seed):
+    # with gamma=1 the bundled model cuts these nuclei along their dim nucleoplasm (AP@0.5 0.14-0.40)
+    image, truth = textured_nuclei(seed)
+    labels = cytolens.segment(image, nuclei, diameter=48, gamma=0.67)
+    assert labels.max() == 3 and ap50(truth, labels) == 1.0
 
 
 def test_unknown_model_names_the_known_ones():

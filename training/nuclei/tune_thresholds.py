@@ -24,11 +24,10 @@ from cytolens.io import read_image
 from cytolens.metrics import match
 from cytolens.models import load
 from cytolens.tasks.segmentation.inference import (
-    _percentiles,
-    _TilePreparer,
     as_yxc,
     postprocess_outputs,
     predict_outputs,
+    tile_preparer,
 )
 from cytolens.tasks.segmentation.training import median_diameter
 from cytolens.train.config import load_config
@@ -49,13 +48,12 @@ def main() -> None:
     package = load(package_dir)
     schema = package.meta["schema"]
     target = package.meta["scale"]["target_diameter"]
-    norm = package.meta["normalization"]
     cached = {False: [], True: []} if "--augment" in sys.argv else {False: []}
     for image_id in load_split(config.data.split_file)["val"]:
         image = as_yxc(read_image(config.data.images / f"{image_id}.tif"))
         truth = read_image(config.data.labels / f"{image_id}.tif").astype(np.int64)
         scale = target / median_diameter(truth)
-        prep = _TilePreparer(*_percentiles(image, norm["low"], norm["high"]))
+        prep = tile_preparer(package, image)
         for augment in cached:
             cached[augment].append((predict_outputs(package, image, scale, prep, augment=augment), truth, scale))
     grid = GRIDS[schema]

@@ -40,6 +40,8 @@ def segment(
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
     min_size: int | None = typer.Option(None, help="Drop objects smaller than this (model pixels)."),
     augment: bool = typer.Option(False, "--augment", help="Test-time augmentation over flips (4x slower)."),
+    gamma: float = typer.Option(1.0, help="Gamma on the normalized intensities; e.g. 0.67 keeps textured "
+                                          "nuclei whole."),
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
@@ -72,7 +74,8 @@ def segment(
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         image = read_image(image_path)
-        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment, **extra)
+        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
+                             gamma=gamma, **extra)
         labels_path, table_path = _outputs_for(image_path, output)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)

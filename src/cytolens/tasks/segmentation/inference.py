@@ -58,15 +58,50 @@ def _percentiles(image: np.ndarray, low: float, high: float) -> tuple[float, flo
 
 
 class _TilePreparer:
-    """Per-tile normalization with image-wide percentiles and gray → RGB."""
+    """Per-tile normalization with image-wide percentiles, an optional gamma, and gray → RGB."""
 
-    def __init__(self, lo: float, hi: float) -> None:
-        self.lo, self.scale = lo, 1.0 / max(hi - lo, 1e-6)
+    def __init__(self, lo: float, hi: float, gamma: float = 1.0) -> None:
+        self.lo, self.hi, self.gamma = lo, hi, gamma
+        self.scale = 1.0 / max(hi - lo, 1e-6)
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         x = (tile.astype(np.float32) - self.lo) * self.scale
+        if self.gamma != 1.0:  # sign-preserving, as the training augmentation applies it
+            x = np.sign(x) * np.abs(x) ** np.float32(self.gamma)
         x = np.moveaxis(x, -1, 0)
         return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x)
+
+    def without_gamma(self) -> _TilePreparer:
+        return _TilePreparer(self.lo, self.hi)
+
+
+def has_dark_background(image: np.ndarray) -> bool:
+    """True when most of a 2D image is darker than the middle of its intensity range (fluorescence-like).
+
+    Agrees with the modality labels of all 670 DSB2018 stage1_train images.
+
+    >>> has_dark_background(np.array([[0, 0, 0, 9]]))
+    True
+    """
+    image_yxc = as_yxc(image)
+    lo, hi = _percentiles(image_yxc, 1.0, 99.8)
+    step = max(1, int(math.sqrt(image_yxc.shape[0] * image_yxc.shape[1] / 4e6)))
+    sample = image_yxc[::step, ::step].astype(np.float32).mean(axis=-1)
+    return bool(np.median(sample) < (lo + hi) / 2)
+
+
+def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1.0) -> _TilePreparer:
+    """The normalization a package's network expects, for one image.
+
+    ``gamma`` is applied to the normalized intensities: below 1 it lifts the dim
+    parts of an object towards its bright parts (the training augmentation draws
+    gammas in exp(±0.4), so 0.67 to 1.5 stay within what the network has seen).
+    """
+    if not (np.isfinite(gamma) and 0.2 <= gamma <= 5.0):
+        raise InvalidParameterError(f"gamma must be between 0.2 and 5, got {gamma}")
+    norm = package.meta.get("normalization", {})
+    lo, hi = _percentiles(image_yxc, norm.get("low", 1.0), norm.get("high", 99.8))
+    return _TilePreparer(lo, hi, float(gamma))
 
 
 def flip_averaged(predict):
@@ -135,12 +170,13 @@ def _estimate_crops(image: np.ndarray) -> list[np.ndarray]:
     return crops
 
 
-def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512) -> float:
-    return _estimate(package, as_yxc(image), tile_size)[0]
+def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512, gamma: float = 1.0) -> float:
+    return _estimate(package, as_yxc(image), tile_size, gamma=gamma)[0]
 
 
 def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, overlap: int = 64,
-              augment: bool = False, **postprocess) -> tuple[float, float, np.ndarray | None]:
+              augment: bool = False, gamma: float = 1.0,
+              **postprocess) -> tuple[float, float, np.ndarray | None]:
     """Estimate the median object diameter (pixels) of an image with the model itself.
 
     With a size model in the package (``size_model.json``), the network's style
@@ -150,13 +186,15 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, over
     the image's own scale. Returns (diameter, scale used, labels when the whole
     image was segmented else None); diameter 0.0 when no object is found.
     """
-    prep = _TilePreparer(*_percentiles(image_yxc, *_norm(package)))
+    prep = tile_preparer(package, image_yxc, gamma)
     target = package.meta["scale"]["target_diameter"]
     crops = _estimate_crops(image_yxc)
     guess = target
     if "size_model" in package.extras:
         size_model = SizeModel(**package.extras["size_model"])
-        styles = np.stack([style_of(package.network, prep(crop)) for crop in crops])
+        # the size model was fitted on styles of images normalized without a gamma
+        plain = prep.without_gamma()
+        styles = np.stack([style_of(package.network, plain(crop)) for crop in crops])
         guess = float(np.median(size_model.predict(styles)))
     scale = float(np.clip(target / guess, 0.1, 10.0))
     areas = []
@@ -177,13 +215,9 @@ def _applied(scale: float) -> float:
     return 1.0 if abs(scale - 1.0) <= SCALE_TOLERANCE else scale
 
 
-def _norm(package: ModelPackage) -> tuple[float, float]:
-    norm = package.meta.get("normalization", {})
-    return norm.get("low", 1.0), norm.get("high", 99.8)
-
-
 def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
-                  tile_size: int = 512, overlap: int = 64, augment: bool = False, **postprocess) -> np.ndarray:
+                  tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
+                  **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background)."""
     if package.meta.get("task") != "segmentation":
         raise InvalidParameterError(f"model {package.name!r} is a {package.meta.get('task')} model, not segmentation")
@@ -196,13 +230,14 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
     image_yxc = as_yxc(image)
     target = package.meta["scale"]["target_diameter"]
     if diameter is None:
-        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, augment, **postprocess)
+        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, augment, gamma,
+                                                 **postprocess)
         if diameter == 0.0:
             return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
         same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
         if labels is not None and same_scale:
             return labels
     scale = float(np.clip(target / diameter, 0.1, 10.0))
-    prep = _TilePreparer(*_percentiles(image_yxc, *_norm(package)))
+    prep = tile_preparer(package, image_yxc, gamma)
     outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
     return postprocess_outputs(package, outputs, _applied(scale), **postprocess)

@@ -4,8 +4,10 @@ For each sequence (``Fluo-N2DH-SIM+/01`` and ``Fluo-N2DH-GOWT1/01`` under ``../s
 
 (a) **linking only**: the detections are the ground-truth masks ``01_GT/TRA``, their
     labels shuffled per frame (seeded) so no identity leaks;
-(b) **end to end**: the detections are our own segmentation (``cytolens.segment``, bundled
-    ``nuclei`` model, each frame), cached under ``benchmarks/.cache/``.
+(b) **end to end**: the detections are our own segmentation (``cytolens.track.segment_movie``
+    with its defaults: bundled ``nuclei`` model, one estimated diameter per movie, input gamma
+    0.67 for these fluorescence movies, splits that come and go merged), cached under
+    ``benchmarks/.cache/``.
 
 Every tracker gets the same detections (label movie + a table ``t, label, y, x, area``)
 and returns ``(t, label) -> track_id`` plus each track's parent; one harness turns that
@@ -343,7 +345,7 @@ def markdown(report: dict) -> str:
              f"commit {report['machine']['commit']}. Labels shuffled per frame (seed {report['seed']}). "
              "Division F1 = BC(0).", ""]
     for mode, title in (("linking", "Linking only (detections = 01_GT/TRA masks)"),
-                        ("end_to_end", "End to end (detections = cytolens.segment, bundled nuclei model)")):
+                        ("end_to_end", "End to end (detections = cytolens.track.segment_movie defaults, bundled nuclei model)")):
         if not any(mode in seq for seq in report["results"].values()):
             continue
         lines += [f"## {title}", ""]

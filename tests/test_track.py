@@ -205,8 +205,8 @@ def test_track_movie_segments_each_frame(monkeypatch):
 
     calls = []
 
-    def fake_segment(image, model="nuclei", diameter=None, **kwargs):
-        calls.append(image.shape)
+    def fake_segment(image, model="nuclei", diameter=None, gamma=1.0, **kwargs):
+        calls.append((image.shape, gamma))
         return label(image > 0.5)
 
     monkeypatch.setattr(cytolens, "segment", fake_segment, raising=False)
@@ -214,6 +214,15 @@ def test_track_movie_segments_each_frame(monkeypatch):
     result = tracking.track(raw)
     assert len(calls) == len(raw)
     assert len(result.divisions) == 1
+    # a fluorescence movie (bright cells, dark background) is segmented with the movie gamma,
+    # a bright-background one with none; a gamma given is used as given
+    assert {gamma for _, gamma in calls} == {tracking.pipeline.FLUORESCENCE_MOVIE_GAMMA}
+    calls.clear()
+    tracking.track(1 - raw, diameter=6)
+    assert {gamma for _, gamma in calls} == {1.0}
+    calls.clear()
+    tracking.track(raw, diameter=6, gamma=0.9)
+    assert {gamma for _, gamma in calls} == {0.9}
 
 
 # --- config and solver -------------------------------------------------------------------

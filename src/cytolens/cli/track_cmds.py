@@ -42,6 +42,8 @@ def track_command(
                                                                  "TIFF or a folder of per-frame masks."),
     model: str = typer.Option("nuclei", help="Segmentation model (when segmenting MOVIE)."),
     diameter: float | None = typer.Option(None, help="Object diameter in pixels; estimated when omitted."),
+    gamma: float | None = typer.Option(None, help="Input gamma when segmenting MOVIE (default 0.67 for "
+                                                  "fluorescence, 1 otherwise)."),
     max_gap: int = typer.Option(2, help="Missed frames a track may bridge (0 = no gap closing)."),
     search_radius: float | None = typer.Option(None, help="Largest frame-to-frame move in pixels; estimated "
                                                              "when omitted."),
@@ -83,8 +85,8 @@ def track_command(
     if labels is not None:
         result = tracking.track(labels=tracking.read_label_movie(labels), progress=not quiet, **settings)
     else:
-        result = tracking.track(_read_movie(movie), model=model, diameter=diameter, progress=not quiet,
-                                **settings)
+        result = tracking.track(_read_movie(movie), model=model, diameter=diameter, gamma=gamma,
+                                progress=not quiet, **settings)
     result.to_ctc(output, overwrite=overwrite)
     write_table(output / "tracks.csv", result.to_table(), overwrite=overwrite)
     _, graph = result.to_napari()

@@ -24,8 +24,13 @@ def _progress(enabled: bool):
     return lambda items, desc="": tqdm(items, desc=desc, leave=False)
 
 
+#: input gamma for fluorescence movies (see :func:`segment_movie`)
+FLUORESCENCE_MOVIE_GAMMA = 0.67
+
+
 def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
-                  progress: bool = False, merge_flicker: int = 2, **postprocess) -> np.ndarray:
+                  progress: bool = False, merge_flicker: int = 2, gamma: float | None = None,
+                  **postprocess) -> np.ndarray:
     """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels.
 
     When ``diameter`` is None it is estimated once, as the median over the first,
@@ -33,10 +38,16 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     time (which linking relies on) and each frame is segmented in one pass.
     Touching objects that are one object within ``merge_flicker`` frames before and
     after are merged (:func:`cytolens.track.consistency.merge_flickering_splits`; 0 = off).
+
+    ``gamma`` None uses 0.67 for a dark-background (fluorescence) movie and 1 otherwise:
+    live-cell nuclear markers show bright chromatin foci over a dim nucleoplasm, and
+    tracking annotations (the Cell Tracking Challenge's) keep the whole nucleus, which
+    the network cuts along the dim parts at gamma 1. On DSB2018 single images (val split,
+    fluorescence) 0.67 costs 0.005 AP@0.5, so :func:`cytolens.segment` keeps 1.
     """
     import cytolens
     from cytolens.models import load
-    from cytolens.tasks.segmentation.inference import estimate_diameter
+    from cytolens.tasks.segmentation.inference import estimate_diameter, has_dark_background
 
     movie = np.asarray(movie)
     if movie.ndim not in (3, 4):
@@ -44,22 +55,26 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     if len(movie) < 2:
         raise InvalidImageError(f"tracking needs at least two frames; got {len(movie)}")
     package = load(model)
+    if gamma is None:
+        gamma = FLUORESCENCE_MOVIE_GAMMA if has_dark_background(movie[len(movie) // 2]) else 1.0
     if diameter is None:
-        estimates = [estimate_diameter(package, movie[t]) for t in sorted({0, len(movie) // 2, len(movie) - 1})]
+        estimates = [estimate_diameter(package, movie[t], gamma=gamma)
+                     for t in sorted({0, len(movie) // 2, len(movie) - 1})]
         estimates = [d for d in estimates if d > 0]
         if not estimates:
             raise InvalidImageError("the model finds no objects in the first, middle and last frames")
         diameter = float(np.median(estimates))
     wrap = _progress(progress)
     frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
-    labels = np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, **postprocess) for t in frames])
+    labels = np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma, **postprocess)
+                       for t in frames])
     return merge_flickering_splits(labels, max_frames=merge_flicker)
 
 
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,
           detections: pd.DataFrame | None = None, config: TrackingConfig | dict | None = None,
-          model: str | os.PathLike = "nuclei", diameter: float | None = None, progress: bool = False,
-          **settings) -> TrackingResult:
+          model: str | os.PathLike = "nuclei", diameter: float | None = None, gamma: float | None = None,
+          progress: bool = False, **settings) -> TrackingResult:
     """Follow every cell through a movie, divisions included.
 
     Give one of: ``movie`` alone (each frame is segmented with ``model``, then linked),
@@ -76,8 +91,9 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         One row per object per frame.
     config : TrackingConfig or dict, optional
         Linking settings; keyword ``settings`` override single fields (e.g. ``max_gap=0``).
-    model, diameter
-        Segmentation model and object diameter, used only when segmenting ``movie``.
+    model, diameter, gamma
+        Segmentation model, object diameter and input gamma (:func:`segment_movie`),
+        used only when segmenting ``movie``.
     progress : bool
         Show progress bars.
 
@@ -106,7 +122,7 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         linked = link(table, cfg, progress=_progress(progress))
         return TrackingResult(linked, None, linked.attrs.get("config", {}))
     if labels is None:
-        labels = segment_movie(movie, model=model, diameter=diameter, progress=progress)
+        labels = segment_movie(movie, model=model, diameter=diameter, gamma=gamma, progress=progress)
         if not np.asarray(labels).any():
             raise InvalidImageError("segmentation found no objects in any frame: check the model and the diameter")
     movie_labels = as_label_movie(labels)

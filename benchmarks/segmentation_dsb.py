@@ -13,6 +13,9 @@ per image; "pooled" sums TP/FP/FN over all images first.
 
 Usage: python benchmarks/segmentation_dsb.py [--models nuclei nuclei_pixel_classes] [--limit N]
 Writes benchmarks/results/segmentation_dsb.{json,md} and the scores into each bundled model.json.
+``--split val`` scores the val split instead (for choosing settings without looking at
+test; written to segmentation_dsb_val.*, never into model.json); ``--gamma G`` applies an
+input gamma to every image (results get a ``_gammaG`` suffix).
 """
 
 from __future__ import annotations
@@ -67,12 +70,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images (quick check)")
     parser.add_argument("--no-write-model", action="store_true", help="do not record scores in model.json")
     parser.add_argument("--augment", action="store_true", help="also score test-time augmentation (flips)")
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--gamma", type=float, default=1.0, help="input gamma for every image")
     args = parser.parse_args()
+    stem = "segmentation_dsb" + ("_val" if args.split == "val" else "") + (
+        f"_gamma{args.gamma:g}" if args.gamma != 1.0 else "")
+    official = args.split == "test" and args.gamma == 1.0 and args.limit is None and not args.no_write_model
     if not DATA.is_dir():
         sys.exit(f"DSB2018 data not found at {DATA}")
-    ids = json.loads(SPLIT.read_text())["test"][: args.limit]
+    ids = json.loads(SPLIT.read_text())[args.split][: args.limit]
     modality = pd.read_csv(DATA / "index.csv").set_index("id")["modality"].map(MODALITY_NAMES)
-    report = {"data": f"DSB2018 stage1_train test split ({len(ids)} images, {SPLIT.relative_to(ROOT)})",
+    report = {"data": f"DSB2018 stage1_train {args.split} split ({len(ids)} images, {SPLIT.relative_to(ROOT)})",
               "machine": machine(), "models": {}}
     for name in args.models:
         try:
@@ -85,12 +93,13 @@ def main() -> None:
         for image_id in ids:
             image = read_image(DATA / "images" / f"{image_id}.tif")
             truth = read_image(DATA / "labels_lopuhin_fixed" / f"{image_id}.tif")
-            estimated = score_image(truth, cytolens.segment(image, package))
-            oracle = score_image(truth, cytolens.segment(image, package, diameter=median_diameter(truth)))
+            estimated = score_image(truth, cytolens.segment(image, package, gamma=args.gamma))
+            oracle = score_image(truth, cytolens.segment(image, package, diameter=median_diameter(truth),
+                                                         gamma=args.gamma))
             row = {"id": image_id, "modality": modality[image_id], **estimated,
                    **{f"oracle_{k}": v for k, v in oracle.items()}}
             if args.augment:
-                augmented = score_image(truth, cytolens.segment(image, package, augment=True))
+                augmented = score_image(truth, cytolens.segment(image, package, augment=True, gamma=args.gamma))
                 row.update({f"augment_{k}": v for k, v in augmented.items()})
             rows.append(row)
         seconds = time.perf_counter() - start
@@ -104,8 +113,8 @@ def main() -> None:
         if args.augment:
             result["overall_augmented"] = summarize(variant("augment_"))
         report["models"][name] = result
-        table.to_csv(RESULTS / f"segmentation_dsb_{name}_per_image.csv", index=False)
-        if not args.no_write_model and args.limit is None:
+        table.to_csv(RESULTS / f"{stem}_{name}_per_image.csv", index=False)
+        if official:
             folder = resolve(name)
             meta = json.loads((folder / "model.json").read_text())
             meta["validation"] = {"data": report["data"], "diameter": "estimated (diameter=None)",
@@ -113,10 +122,12 @@ def main() -> None:
                                   "script": "benchmarks/segmentation_dsb.py", "machine": report["machine"]["cpu"]}
             (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         print(json.dumps({name: result}, indent=1))
-    (RESULTS / "segmentation_dsb.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["gamma"] = args.gamma
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# Segmentation on DSB2018 — {report['data']}", "",
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, no GPU; "
-             f"commit {report['machine']['commit']}. Diameter estimated unless stated.", "",
+             f"commit {report['machine']['commit']}. Diameter estimated unless stated"
+             + (f"; input gamma {args.gamma:g} for every image." if args.gamma != 1.0 else "."), "",
              "| model (schema) | subset | images | AP@0.5 | AP@0.75 | Kaggle score | AP@0.5 pooled |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, result in report["models"].items():
@@ -127,7 +138,7 @@ def main() -> None:
         for subset, s in subsets:
             lines.append(f"| {name} ({result['schema']}) | {subset} | {s['images']} | {s['ap50']:.3f} | "
                          f"{s['ap75']:.3f} | {s['kaggle']:.3f} | {s['ap50_pooled']:.3f} |")
-    (RESULTS / "segmentation_dsb.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

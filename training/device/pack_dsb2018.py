@@ -9,14 +9,19 @@ and ``index.csv`` unchanged. The pack is a scratch copy for the GPU session only
 lives in a git-ignored folder and is never committed.
 
     python training/device/pack_dsb2018.py ../shared/data/dsb2018_stage1_train \
-        training/nuclei/split.json .device_data/dsb2018
+        training/nuclei/split.json .device_data/dsb2018 [--parts 2]
+
+With ``--parts N`` the images are dealt into N folders ``dsb2018_part1`` … of about equal
+size (each with its labels and ``index.csv``), to be carried one call at a time when the
+working tree plus the whole pack would exceed the device's 64 MiB; copying the parts
+into one folder there gives back the single pack (see README.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,5 +48,34 @@ def pack(source: Path, split_file: Path, target: Path) -> None:
     shutil.copy(source / "index.csv", target / "index.csv")
 
 
+def split_pack(packed: Path, parts: int) -> list[Path]:
+    """Deal a pack's images (largest first, each to the lightest part) into ``parts`` sibling folders."""
+    images = sorted((packed / "images").glob("*.tif"), key=lambda p: p.stat().st_size, reverse=True)
+    folders = [packed.with_name(f"{packed.name}_part{k + 1}") for k in range(parts)]
+    sizes = [0] * parts
+    for folder in folders:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "labels_lopuhin_fixed").mkdir(parents=True, exist_ok=True)
+        shutil.copy(packed / "index.csv", folder / "index.csv")
+    for image in images:
+        k = sizes.index(min(sizes))
+        label = packed / "labels_lopuhin_fixed" / image.name
+        shutil.copy(image, folders[k] / "images" / image.name)
+        shutil.copy(label, folders[k] / "labels_lopuhin_fixed" / image.name)
+        sizes[k] += image.stat().st_size + label.stat().st_size
+    for folder, size in zip(folders, sizes):
+        print(f"{folder}: {size / 2**20:.1f} MiB")
+    return folders
+
+
 if __name__ == "__main__":
-    pack(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("split_file", type=Path)
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--parts", type=int, default=1)
+    args = parser.parse_args()
+    if not (args.target / "index.csv").is_file():  # packing takes minutes; an existing pack is reused
+        pack(args.source, args.split_file, args.target)
+    if args.parts > 1:
+        split_pack(args.target, args.parts)

@@ -375,6 +375,19 @@ def test_division_of_fixed_size_markers_uses_geometry_only():
     assert len(result.divisions) == 1
 
 
+def test_touching_pieces_are_less_likely_daughters_than_separated_ones():
+    # a nucleus cut in two by the segmentation gives touching pieces; daughters have separated
+    before = [[(32, 32, 7), (10, 50, 4)] for _ in range(3)]
+    cut = movie_of(before + [[(32, 29, 6), (32, 38, 4), (10, 52, 4)]] * 3, seed=3)
+    apart = movie_of(before + [[(32, 26, 6), (32, 40, 4), (10, 52, 4)]] * 3, seed=3)
+    assert len(tracking.track(labels=cut).divisions) == 0
+    assert len(tracking.track(labels=apart).divisions) == 1
+    # the penalty is what tells them apart; a clear-cut symmetric split still divides despite it
+    assert len(tracking.track(labels=cut, division_touch_penalty=0.0).divisions) == 1
+    symmetric = movie_of(before + [[(32, 28, 5), (32, 37, 5), (10, 52, 4)]] * 3, seed=3)
+    assert len(tracking.track(labels=symmetric).divisions) == 1
+
+
 def test_a_split_that_comes_and_goes_is_merged_but_a_division_is_not():
     from cytolens.track.consistency import merge_flickering_splits
 

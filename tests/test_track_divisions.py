@@ -61,10 +61,11 @@ def test_a_collapsed_cell_next_to_a_newcomer_is_not_a_division():
 @pytest.mark.parametrize("symmetry_weight, divides", [(0.8, True), (0.0, False)])
 def test_two_alike_half_size_daughters_off_the_mothers_axis_are_a_division(symmetry_weight, divides):
     # both daughters lie on one side of where the mother was (as when a marker sits off-centre), so geometry
-    # alone refuses the split; their sizes (each under half the mother's, alike) speak for a division
+    # alone refuses the split; their sizes (each under half the mother's, alike) speak for a division.
+    # The daughters have separated (masks 3 px apart): touching ones would cost more
     bystander = (56, 8, 5)
     objects = [[(32, 30, 8), bystander] for _ in range(4)]
-    objects += [[(36, 38, 5.5), (26, 42, 5.5), bystander] for _ in range(3)]
+    objects += [[(37, 37, 5.5), (25, 43, 5.5), bystander] for _ in range(3)]
     result = tracking.track(labels=movie_of(objects), division_symmetry_weight=symmetry_weight)
     if divides:
         one_division(result, (0, 3), 4)

@@ -55,6 +55,10 @@ class TrackingConfig(BaseModel):
     division_symmetry_weight: float = Field(
         0.8, ge=0, description="Bonus for a symmetric division: both daughters at most half the mother's size and "
                                "alike (within a factor 2); it can make up for daughters off the mother's axis.")
+    division_touch_penalty: float = Field(
+        1.0, ge=0, description="Extra cost of a division whose two daughters' masks touch (within 2 px) in their "
+                               "first frame: daughter nuclei are told apart once they have separated, while a "
+                               "nucleus cut in two by the segmentation gives touching pieces. Needs label images.")
     link_cutoff: float = Field(
         1.4, gt=0, description="A frame-to-frame link is refused when its cost exceeds this multiple of the cost of "
                                "a link at the search radius with no overlap (its birth + death alternative).")

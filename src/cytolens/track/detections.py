@@ -166,6 +166,16 @@ def mask_overlaps(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np
     return codes // base, codes % base, counts
 
 
+def _row_lookup(detections: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Per frame, an array mapping a label to its detection row number (-1 = none)."""
+    lookup: dict[int, np.ndarray] = {}
+    for t, frame in detections.groupby("t"):
+        table = np.full(int(frame["label"].max()) + 1, -1, np.int64)
+        table[frame["label"].to_numpy(np.int64)] = frame.index.to_numpy()
+        lookup[int(t)] = table
+    return lookup
+
+
 def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pixel overlaps between objects of consecutive frames.
 
@@ -173,11 +183,7 @@ def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tu
     ``t + 1`` whose masks share ``pixels`` > 0 pixels.
     """
     movie = np.asarray(labels)
-    lookup: dict[int, np.ndarray] = {}
-    for t, frame in detections.groupby("t"):
-        table = np.full(int(frame["label"].max()) + 1, -1, np.int64)
-        table[frame["label"].to_numpy(np.int64)] = frame.index.to_numpy()
-        lookup[int(t)] = table
+    lookup = _row_lookup(detections)
     overlaps = {}
     for t in range(len(movie) - 1):
         if t not in lookup or t + 1 not in lookup:
@@ -186,6 +192,48 @@ def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tu
         if len(counts):
             overlaps[t] = (lookup[t][la], lookup[t + 1][lb], counts.astype(float))
     return overlaps
+
+
+def touching_labels(frame: np.ndarray, reach: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of objects of one label image whose masks come within ``reach`` pixels (city-block).
+
+    Returns ``(labels_a, labels_b)`` with ``labels_a < labels_b``, sorted.
+
+    >>> frame = np.array([[1, 1, 0, 2, 0, 0, 3]])
+    >>> [x.tolist() for x in touching_labels(frame)]
+    [[1], [2]]
+    """
+    frame = np.asarray(frame)
+    height, width = frame.shape
+    codes = []
+    base = int(frame.max()) + 1
+    for dy in range(reach + 1):
+        for dx in range(-reach, reach + 1):
+            if abs(dy) + abs(dx) > reach or (dy == 0 and dx <= 0):
+                continue  # each offset once: the other half-plane gives the same pairs
+            a = frame[: height - dy, max(0, -dx) : width - max(0, dx)]
+            b = frame[dy:, max(0, dx) : width - max(0, -dx)]
+            pair = (a > 0) & (b > 0) & (a != b)
+            if pair.any():
+                lo, hi = np.minimum(a[pair], b[pair]).astype(np.int64), np.maximum(a[pair], b[pair]).astype(np.int64)
+                codes.append(np.unique(lo * base + hi))
+    if not codes:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    codes = np.unique(np.concatenate(codes))
+    return codes // base, codes % base
+
+
+def label_contacts(labels: np.ndarray, detections: pd.DataFrame, reach: int = 2) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Objects of the same frame that touch (:func:`touching_labels`), as ``{t: (rows_a, rows_b)}`` detection rows."""
+    movie = np.asarray(labels)
+    lookup = _row_lookup(detections)
+    contacts = {}
+    for t, rows in lookup.items():
+        la, lb = touching_labels(movie[t], reach)
+        if len(la):
+            contacts[t] = (rows[la], rows[lb])
+    return contacts
 
 
 def read_label_movie(path: str | os.PathLike) -> np.ndarray:

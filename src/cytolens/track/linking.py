@@ -127,9 +127,11 @@ class Movie:
     frames: dict[int, np.ndarray]  # t -> rows
     border: np.ndarray  # object touches the image border
     overlaps: Overlaps | None  # None: no masks (or not used)
+    contacts: np.ndarray | None = None  # sorted codes a * N + b (a < b) of same-frame rows whose masks touch
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame, overlaps: Overlaps | None = None) -> Movie:
+    def from_table(cls, table: pd.DataFrame, overlaps: Overlaps | None = None,
+                   contacts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> Movie:
         area = table["area"].to_numpy(float) if "area" in table else np.full(len(table), np.nan)
         intensity = table["mean_intensity"].to_numpy(float) if "mean_intensity" in table else np.full(len(table), np.nan)
         times = table["t"].to_numpy(np.int64)
@@ -138,7 +140,20 @@ class Movie:
                    intensity=intensity, times=times,
                    frames={int(t): order[times[order] == t] for t in np.unique(times)},
                    border=table["touches_border"].to_numpy(bool) if "touches_border" in table
-                   else np.zeros(len(table), bool), overlaps=overlaps)
+                   else np.zeros(len(table), bool), overlaps=overlaps,
+                   contacts=None if contacts is None else _contact_codes(contacts, len(table)))
+
+    def touching(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether the masks of rows ``a`` and ``b`` (same frame) touch; False where unknown or b < 0."""
+        if self.contacts is None or not len(self.contacts):
+            return np.zeros(len(a), bool)
+        n = len(self.points)
+        return (b >= 0) & np.isin(np.minimum(a, b) * n + np.maximum(a, b), self.contacts)
+
+
+def _contact_codes(contacts: dict[int, tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    pairs = [np.minimum(a, b) * n + np.maximum(a, b) for a, b in contacts.values()]
+    return np.unique(np.concatenate(pairs)).astype(np.int64) if pairs else np.zeros(0, np.int64)
 
 
 def frame_candidates(movie: Movie, t: int, radius: float, step: int = 1):
@@ -275,13 +290,14 @@ def _presumed_sisters(points: np.ndarray, mother: np.ndarray, daughter: np.ndarr
 
 
 def division_features(points, area, mother_size, mother, daughter, sister, distance, overlap_fraction, gap,
-                      mother_on_border, diameter: float) -> dict[str, np.ndarray]:
+                      mother_on_border, diameter: float, sisters_touch=None) -> dict[str, np.ndarray]:
     """What speaks for or against ``daughter`` having split off ``mother`` (lengths in cell diameters).
 
     ``sister`` is the other daughter (the mother's continuation, or the presumed sister
     of a vanished mother; -1 = none), ``gap`` the frames between the mother and the daughter
     minus one, ``overlap_fraction`` the part of the daughter's mask the mother covered,
-    ``mother_on_border`` whether the image border cuts the mother (its area is not its size).
+    ``mother_on_border`` whether the image border cuts the mother (its area is not its size),
+    ``sisters_touch`` whether the two daughters' masks touch in their first frame.
     """
     has_sister = sister >= 0
     sister_row = np.where(has_sister, sister, 0)
@@ -296,6 +312,7 @@ def division_features(points, area, mother_size, mother, daughter, sister, dista
         "overlap": np.asarray(overlap_fraction, float),
         "gap": np.asarray(gap, float),
         "mother_on_border": np.asarray(mother_on_border, float),
+        "sisters_touch": np.zeros(len(mother)) if sisters_touch is None else np.asarray(sisters_touch, float),
     }
 
 
@@ -310,7 +327,10 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     most half the mother and alike (a symmetric division) earn up to
     ``division_symmetry_weight`` off, which can make up for daughters off the mother's
     axis (markers placed off-centre, fast motion during mitosis). Size terms are dropped
-    for mothers cut by the image border, whose area is not their size.
+    for mothers cut by the image border, whose area is not their size. Daughters whose
+    masks touch in their first frame cost ``division_touch_penalty`` more: daughter nuclei
+    are told apart once they have separated, while a nucleus that the segmentation cuts in
+    two gives touching pieces.
     """
     reach = cfg.division_radius / cfg.cell_diameter  # features are in cell diameters
     cost = (features["distance"] / reach) ** 2
@@ -323,6 +343,7 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     size = shrink - cfg.division_symmetry_weight * halving * alike
     cost = cost + cfg.use_area * np.where(features["mother_on_border"] > 0, 0.0, size)
     cost = cost + 0.5 * cfg.overlap_weight * (1.0 - features["overlap"])
+    cost = cost + cfg.division_touch_penalty * features.get("sisters_touch", 0.0)
     return cost + cfg.gap_penalty * features["gap"]
 
 
@@ -404,7 +425,7 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
                 fraction = np.zeros(len(mother))
             features = division_features(points, area, _mother_size(area, predecessor, mother), mother, daughter,
                                          sister, distance, fraction, np.full(len(mother), late), movie.border[mother],
-                                         cfg.cell_diameter)
+                                         cfg.cell_diameter, movie.touching(daughter, sister))
             for kind, which in ((1, np.ones(len(mother), bool)), (2, vanished)):
                 if which.any():
                     add(mother[which], daughter[which], kind, late, distance[which], 0.0)
@@ -483,7 +504,8 @@ def _resolve_divisions(successor, gap_links, split_links):
 
 
 def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlaps: Overlaps | None = None,
-         progress: Callable | None = None, model=None) -> pd.DataFrame:
+         progress: Callable | None = None, model=None,
+         contacts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
     """Link detections into tracks with divisions.
 
     Parameters
@@ -500,6 +522,9 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlap
     model : LinkCostModel, optional
         A learned cost (:mod:`cytolens.track.learned`) to use instead of the hand-made one;
         by default the one ``config.link_model`` names when ``config.link_cost == "learned"``.
+    contacts : dict, optional
+        Objects of the same frame whose masks touch (:func:`cytolens.track.detections.label_contacts`),
+        by row number: daughters that touch make a division less likely.
 
     Returns
     -------
@@ -521,7 +546,7 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlap
 
         model = load_link_model(cfg.link_model)
     table = detections.reset_index(drop=True)
-    movie = Movie.from_table(table, overlaps if cfg.use_overlap else None)
+    movie = Movie.from_table(table, overlaps if cfg.use_overlap else None, contacts if cfg.use_overlap else None)
     if model is not None:
         model.check(movie)
     points, times = movie.points, movie.times

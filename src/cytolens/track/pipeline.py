@@ -11,7 +11,7 @@ import pandas as pd
 from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.track.config import TrackingConfig
 from cytolens.track.consistency import merge_flickering_splits
-from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_overlaps
+from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_contacts, label_overlaps
 from cytolens.track.lineage import TrackingResult
 from cytolens.track.linking import link
 
@@ -128,5 +128,6 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
     movie_labels = as_label_movie(labels)
     table = detect(movie_labels, movie)
     overlaps = label_overlaps(movie_labels, table) if cfg.use_overlap else None
-    linked = link(table, cfg, overlaps=overlaps, progress=_progress(progress))
+    contacts = label_contacts(movie_labels, table) if cfg.use_overlap else None
+    linked = link(table, cfg, overlaps=overlaps, contacts=contacts, progress=_progress(progress))
     return TrackingResult(linked, movie_labels, linked.attrs.get("config", {}))

@@ -292,6 +292,10 @@ def test_bad_arguments_raise_cytolens_errors():
         tracking.detect(movie, np.zeros((2, 3, 3)))
     with pytest.raises(CytolensError):
         tracking.track(labels=movie, search_radius=0)
+    with pytest.raises(InvalidParameterError, match="gamma"):
+        tracking.track((movie > 0).astype(np.float32), gamma=-1.0)
+    with pytest.raises(CytolensError):
+        tracking.track(labels=movie, division_touch_penalty=-1)
 
 
 # --- CLI -------------------------------------------------------------------------------

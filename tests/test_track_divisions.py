@@ -58,6 +58,17 @@ def test_a_collapsed_cell_next_to_a_newcomer_is_not_a_division():
     assert (result.ctc_tracks["parent"] == 0).all()
 
 
+@pytest.mark.parametrize("unlike_weight, divides", [(0.5, False), (0.0, True)])
+def test_a_speck_beside_a_nucleus_is_no_sister(unlike_weight, divides):
+    # the nucleus shifts and shrinks a little while a speck of debris appears inside its old outline:
+    # geometry and overlap alone make that a cheap split; a sister 20x smaller is not believable
+    bystander = (8, 8, 5)
+    objects = [[(32, 32, 8), bystander] for _ in range(3)]
+    objects += [[(32, 29, 7), (32, 40, 1.5), bystander] for _ in range(3)]
+    result = tracking.track(labels=movie_of(objects, seed=1), division_unlike_weight=unlike_weight)
+    assert len(result.divisions) == int(divides)
+
+
 @pytest.mark.parametrize("symmetry_weight, divides", [(0.8, True), (0.0, False)])
 def test_two_alike_half_size_daughters_off_the_mothers_axis_are_a_division(symmetry_weight, divides):
     # both daughters lie on one side of where the mother was (as when a marker sits off-centre), so geometry

@@ -55,6 +55,10 @@ class TrackingConfig(BaseModel):
     division_symmetry_weight: float = Field(
         0.8, ge=0, description="Bonus for a symmetric division: both daughters at most half the mother's size and "
                                "alike (within a factor 2); it can make up for daughters off the mother's axis.")
+    division_unlike_weight: float = Field(
+        0.5, ge=0, description="Penalty per factor 2 by which two putative sisters differ in area beyond a factor 4 "
+                               "(daughters of one mitosis are alike; a speck of debris next to a nucleus is no "
+                               "sister).")
     division_touch_penalty: float = Field(
         1.0, ge=0, description="Extra cost of a division whose two daughters' masks touch (within 2 px) in their "
                                "first frame: daughter nuclei are told apart once they have separated, while a "

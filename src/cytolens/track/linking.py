@@ -326,7 +326,9 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     appears late. Sizes can also speak *for* a division: two daughters that are each at
     most half the mother and alike (a symmetric division) earn up to
     ``division_symmetry_weight`` off, which can make up for daughters off the mother's
-    axis (markers placed off-centre, fast motion during mitosis). Size terms are dropped
+    axis (markers placed off-centre, fast motion during mitosis); sisters more than a
+    factor 4 apart in area cost ``division_unlike_weight`` per further factor 2 (a speck
+    of debris next to a nucleus is no sister). Size terms are dropped
     for mothers cut by the image border, whose area is not their size. Daughters whose
     masks touch in their first frame cost ``division_touch_penalty`` more: daughter nuclei
     are told apart once they have separated, while a nucleus that the segmentation cuts in
@@ -340,7 +342,8 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     shrink = cfg.division_shrink_weight * np.maximum(larger + 0.5, 0.0) ** 2
     halving = np.clip((-0.5 - larger) / 0.5, 0.0, 1.0)  # 0 above 2^-0.5 of the mother, 1 at half or below
     alike = np.where(has_sister, np.maximum(1.0 - features["sisters"], 0.0), 0.0)  # 1 equal, 0 a factor 2 apart
-    size = shrink - cfg.division_symmetry_weight * halving * alike
+    unlike = np.where(has_sister, np.maximum(features["sisters"] - 2.0, 0.0), 0.0)  # log2 units beyond a factor 4
+    size = shrink - cfg.division_symmetry_weight * halving * alike + cfg.division_unlike_weight * unlike
     cost = cost + cfg.use_area * np.where(features["mother_on_border"] > 0, 0.0, size)
     cost = cost + 0.5 * cfg.overlap_weight * (1.0 - features["overlap"])
     cost = cost + cfg.division_touch_penalty * features.get("sisters_touch", 0.0)

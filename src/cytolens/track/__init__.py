@@ -24,6 +24,7 @@ from cytolens.track.detections import (
     as_label_movie,
     detect,
     detections_from_table,
+    label_contacts,
     label_overlaps,
     read_label_movie,
 )
@@ -34,7 +35,7 @@ from cytolens.track.pipeline import segment_movie, track
 
 __all__ = [
     "LinkCostModel", "TrackingConfig", "TrackingResult", "as_label_movie", "ctc_tracks", "detect",
-    "detections_from_table", "fit_link_model", "fit_link_model_ctc", "label_overlaps", "link", "load_link_model",
+    "detections_from_table", "fit_link_model", "fit_link_model_ctc", "label_contacts", "label_overlaps", "link", "load_link_model",
     "napari_tracks", "plot_lineage", "read_label_movie", "relabel", "segment_movie", "solve_assignment", "track",
 ]
 

@@ -326,13 +326,14 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     appears late. Sizes can also speak *for* a division: two daughters that are each at
     most half the mother and alike (a symmetric division) earn up to
     ``division_symmetry_weight`` off, which can make up for daughters off the mother's
-    axis (markers placed off-centre, fast motion during mitosis); sisters more than a
+    axis (markers placed off-centre, fast motion during mitosis). Sisters more than a
     factor 4 apart in area cost ``division_unlike_weight`` per further factor 2 (a speck
-    of debris next to a nucleus is no sister). Size terms are dropped
-    for mothers cut by the image border, whose area is not their size. Daughters whose
-    masks touch in their first frame cost ``division_touch_penalty`` more: daughter nuclei
-    are told apart once they have separated, while a nucleus that the segmentation cuts in
-    two gives touching pieces.
+    of debris next to a nucleus is no sister). Size terms are dropped for mothers cut by
+    the image border, whose area is not their size.
+
+    Daughters whose masks touch in their first frame cost ``division_touch_penalty``
+    more: daughter nuclei are told apart once they have separated, while a nucleus that
+    the segmentation cuts in two gives touching pieces.
     """
     reach = cfg.division_radius / cfg.cell_diameter  # features are in cell diameters
     cost = (features["distance"] / reach) ** 2
@@ -526,7 +527,7 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlap
         A learned cost (:mod:`cytolens.track.learned`) to use instead of the hand-made one;
         by default the one ``config.link_model`` names when ``config.link_cost == "learned"``.
     contacts : dict, optional
-        Objects of the same frame whose masks touch (:func:`cytolens.track.detections.label_contacts`),
+        Objects of the same frame whose masks touch (:func:`cytolens.track.label_contacts`),
         by row number: daughters that touch make a division less likely.
 
     Returns

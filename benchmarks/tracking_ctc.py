@@ -27,8 +27,11 @@ installed into its own venv under ``benchmarks/.venvs/`` by this script; peers t
 cannot be installed or run are recorded with the reason.
 
 Usage: nice -n 15 python benchmarks/tracking_ctc.py [--linking-only] [--peers laptrack,trackpy,btrack]
-Writes benchmarks/results/tracking_ctc.{json,md}. With ``--linking-only`` the end-to-end rows of
-the previous results file are kept, marked with the commit they were measured at.
+           [--sequence 02] [--datasets Fluo-N2DH-SIM+,Fluo-N2DL-HeLa]
+Writes benchmarks/results/tracking_ctc.{json,md} (``tracking_ctc_<sequence>.*`` for a sequence other
+than 01; datasets are read from ``$CYTOLENS_SHARED_DATA/ctc_<dataset>/<sequence>[_GT]``). With
+``--linking-only`` the end-to-end rows of the previous results file are kept, marked with the commit
+they were measured at.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ RESULTS = HERE / "results"
 VENVS = HERE / ".venvs"
 CACHE = HERE / ".cache" / "tracking_ctc"
 DATA = Path(os.environ.get("CYTOLENS_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
-SEQUENCES = {"Fluo-N2DH-SIM+": DATA / "ctc_Fluo-N2DH-SIM+", "Fluo-N2DH-GOWT1": DATA / "ctc_Fluo-N2DH-GOWT1"}
+DATASETS = ["Fluo-N2DH-SIM+", "Fluo-N2DH-GOWT1"]
 METRICS = ["TRA", "DET", "LNK", "BC"]
 
 # --- peers: each runs in its own venv; reads detections, writes t,label,track_id,parent_track_id -----------
@@ -262,7 +265,7 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
             "AOGM": float(res["AOGM"]), "valid": int(res.get("Valid", 1) or 1)}
 
 
-def segmentation(sequence: Path, name: str) -> np.ndarray:
+def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
     """Our own segmentation of every frame (cached per model version and the segmentation code)."""
     import hashlib
     import inspect
@@ -278,23 +281,23 @@ def segmentation(sequence: Path, name: str) -> np.ndarray:
     digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
     for module in (pipeline, consistency, inference, deep_watershed):
         digest.update(inspect.getsource(module).encode())
-    cached = CACHE / f"{name}_01_segmentation_{digest.hexdigest()[:12]}.npy"
+    cached = CACHE / f"{name}_{sequence}_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():
         return np.load(cached)
-    frames = sorted((sequence / "01").glob("t*.tif"))
+    frames = sorted((root / sequence).glob("t*.tif"))
     labels = segment_movie(np.stack([read_image(f) for f in frames])).astype(np.uint16)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(cached, labels)
     return labels
 
 
-def learned_models(names: list[str]) -> dict[str, Path]:
-    """Fit a learned link cost to each sequence's ground truth (written to results/tracking_ctc.learned_<name>.json)."""
+def learned_models(roots: dict[str, Path], sequence: str, stem: str) -> dict[str, Path]:
+    """Fit a learned link cost to each sequence's ground truth (written to results/<stem>.learned_<name>.json)."""
     paths = {}
-    for name in names:
+    for name, root in roots.items():
         start = time.perf_counter()
-        model = tracking.fit_link_model_ctc(SEQUENCES[name] / "01_GT", trained_on=f"{name}/01_GT")
-        path = model.save(RESULTS / f"tracking_ctc.learned_{name}.json")
+        model = tracking.fit_link_model_ctc(root / f"{sequence}_GT", trained_on=f"{name}/{sequence}_GT")
+        path = model.save(RESULTS / f"{stem}.learned_{name}.json")
         print(f"  fitted the learned cost to {name} in {time.perf_counter() - start:.1f} s "
               f"({model.link.positives} same-cell pairs, "
               f"{model.division.positives if model.division else 0} annotated daughters)", flush=True)
@@ -344,7 +347,8 @@ def markdown(report: dict) -> str:
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
              f"commit {report['machine']['commit']}. Labels shuffled per frame (seed {report['seed']}). "
              "Division F1 = BC(0).", ""]
-    for mode, title in (("linking", "Linking only (detections = 01_GT/TRA masks)"),
+    sequence = report.get("sequence", "01")
+    for mode, title in (("linking", f"Linking only (detections = {sequence}_GT/TRA masks)"),
                         ("end_to_end", "End to end (detections = cytolens.track.segment_movie defaults, bundled nuclei model)")):
         if not any(mode in seq for seq in report["results"].values()):
             continue
@@ -385,19 +389,24 @@ def main() -> None:
                         help="run the linking-only part; keep the end-to-end rows of the previous results")
     parser.add_argument("--no-learned", action="store_true", help="leave out the learned-cost rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sequence", default="01", help="CTC sequence number (01, 02, ...)")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="CTC dataset names, comma-separated")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
-    report = {"machine": machine(), "seed": args.seed, "results": {}, "notes": {}}
+    sequence = args.sequence
+    stem = "tracking_ctc" if sequence == "01" else f"tracking_ctc_{sequence}"
+    roots = {name: DATA / f"ctc_{name}" for name in args.datasets.split(",") if name}
+    report = {"machine": machine(), "seed": args.seed, "sequence": sequence, "results": {}, "notes": {}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    available = [name for name, root in SEQUENCES.items() if (root / "01_GT" / "TRA").is_dir()]
-    fitted = {} if args.no_learned or len(available) < 2 else learned_models(available)
-    previous = RESULTS / "tracking_ctc.json"
+    available = {name: root for name, root in roots.items() if (root / f"{sequence}_GT" / "TRA").is_dir()}
+    fitted = {} if args.no_learned or len(available) < 2 else learned_models(available, sequence, stem)
+    previous = RESULTS / f"{stem}.json"
     earlier = json.loads(previous.read_text()) if args.linking_only and previous.is_file() else None
-    for name, root in SEQUENCES.items():
-        if not root.is_dir():
-            report["notes"][name] = f"not found at {root}"
+    for name, root in roots.items():
+        gt = root / f"{sequence}_GT"
+        if not (gt / "TRA").is_dir() or not (root / sequence).is_dir():
+            report["notes"][name] = f"{root}/{sequence} and {gt}/TRA not found"
             continue
-        gt = root / "01_GT"
         report["results"][name] = {}
         print(f"{name}: linking only", flush=True)
         labels = shuffle_labels(read_ctc_masks(gt / "TRA"), args.seed)
@@ -411,15 +420,15 @@ def main() -> None:
                     "end_to_end", earlier["machine"]["commit"])
         else:
             try:
-                labels = segmentation(root, name)
+                labels = segmentation(root, name, sequence)
             except Exception as exc:
                 report["notes"][f"{name} end to end"] = f"segmentation failed: {type(exc).__name__}: {exc}"
                 continue
             print(f"{name}: end to end", flush=True)
             learned = {other: path for other, path in fitted.items() if other != name}
             report["results"][name]["end_to_end"] = evaluate(labels, gt, peers, report["notes"], learned)
-    (RESULTS / "tracking_ctc.json").write_text(json.dumps(report, indent=2, default=float))
-    (RESULTS / "tracking_ctc.md").write_text(markdown(report))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float))
+    (RESULTS / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
 
 

@@ -70,8 +70,10 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
+    """Eight synthetic images with labels and the tiny recipe ``config.yaml`` that trains on them."""
     root = tmp_path_factory.mktemp("train_data")
     write_disks(root / "data", 8, seed=0)
+    write_config(root)
     return root
 
 

@@ -200,7 +200,8 @@ def network_predictor(model: torch.nn.Module):
 
     def predict(tile: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(tile))[None].to(device))[0].cpu().numpy()
+            out = model(torch.from_numpy(np.ascontiguousarray(tile))[None].to(device))[0]
+            return out.contiguous().cpu().numpy()
     return predict
 
 

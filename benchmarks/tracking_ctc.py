@@ -270,7 +270,8 @@ def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
     import hashlib
     import inspect
 
-    from cytolens.tasks.segmentation import deep_watershed, inference
+    from cytolens.models import package as packages
+    from cytolens.tasks.segmentation import deep_watershed, inference, training
     from cytolens.track import consistency, pipeline
 
     from cytolens.io import read_image
@@ -279,7 +280,7 @@ def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
 
     package = resolve("nuclei")
     digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
-    for module in (pipeline, consistency, inference, deep_watershed):
+    for module in (pipeline, consistency, inference, deep_watershed, training, packages):
         digest.update(inspect.getsource(module).encode())
     cached = CACHE / f"{name}_{sequence}_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():

@@ -23,18 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from cytolens.errors import InvalidParameterError
-from cytolens.track.detections import mask_overlaps
-
-
-def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
-    """Pairs ``(a, b)``, ``a < b``, of labels that share an edge (4-connectivity)."""
-    pairs = set()
-    for first, second in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
-        touching = (first != second) & (first > 0) & (second > 0)
-        a, b = first[touching], second[touching]
-        keys = np.unique(np.minimum(a, b).astype(np.int64) << 32 | np.maximum(a, b).astype(np.int64))
-        pairs.update((int(k >> 32), int(k & 0xFFFFFFFF)) for k in keys)
-    return pairs
+from cytolens.track.detections import mask_overlaps, touching_labels
 
 
 def _overlaps(frame: np.ndarray, other: np.ndarray) -> dict[int, dict[int, int]]:
@@ -93,15 +82,15 @@ def merge_flickering_splits(labels: np.ndarray, max_frames: int = 2, min_iou: fl
 
 def _merge_one_pair(labels, areas, t: int, before: list[int], after: list[int], min_iou: float) -> bool:
     """Merge the first touching pair of frame ``t`` that is whole before and after; False if none is."""
-    pairs = touching_pairs(labels[t])
-    if not pairs:
+    firsts, seconds = touching_labels(labels[t], reach=1)  # sharing an edge; sorted pairs
+    if not len(firsts):
         return False
     tables = {s: _overlaps(labels[t], labels[s]) for s in before + after}
 
     def whole_in(pair, frames) -> bool:
         return any(_whole_in(pair, areas[t], tables[s], areas[s], min_iou) for s in frames)
 
-    for a, b in sorted(pairs):
+    for a, b in zip(firsts.tolist(), seconds.tolist()):
         if whole_in((a, b), before) and whole_in((a, b), after):
             labels[t][labels[t] == b] = a
             areas[t] = np.bincount(labels[t].ravel(), minlength=len(areas[t]))

@@ -47,10 +47,13 @@ def as_yxc(image: np.ndarray) -> np.ndarray:
         "For a stack, segment each plane; for other channel counts pick one channel.")
 
 
-def _percentiles(image: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    # a strided sample keeps memory flat for huge images; percentiles barely move
+def _sample(image: np.ndarray) -> np.ndarray:
+    """At most ~4 Mpx of an image, strided: keeps memory flat for huge images; statistics barely move."""
     step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 4e6)))
-    sample = image[::step, ::step].astype(np.float32)
+    return image[::step, ::step].astype(np.float32)
+
+
+def _percentiles(sample: np.ndarray, low: float, high: float) -> tuple[float, float]:
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
@@ -84,10 +87,9 @@ def has_dark_background(image: np.ndarray) -> bool:
     True
     """
     image_yxc = as_yxc(image)
-    lo, hi = _percentiles(image_yxc, 1.0, 99.8)
-    step = max(1, int(math.sqrt(image_yxc.shape[0] * image_yxc.shape[1] / 4e6)))
-    sample = image_yxc[::step, ::step].astype(np.float32).mean(axis=-1)
-    return bool(np.median(sample) < (lo + hi) / 2)
+    sample = _sample(image_yxc)
+    lo, hi = _percentiles(sample, 1.0, 99.8)
+    return bool(np.median(sample.mean(axis=-1)) < (lo + hi) / 2)
 
 
 def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1.0) -> _TilePreparer:
@@ -100,7 +102,7 @@ def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1
     if not (np.isfinite(gamma) and 0.2 <= gamma <= 5.0):
         raise InvalidParameterError(f"gamma must be between 0.2 and 5, got {gamma}")
     norm = package.meta.get("normalization", {})
-    lo, hi = _percentiles(image_yxc, norm.get("low", 1.0), norm.get("high", 99.8))
+    lo, hi = _percentiles(_sample(image_yxc), norm.get("low", 1.0), norm.get("high", 99.8))
     return _TilePreparer(lo, hi, float(gamma))
 
 
@@ -171,12 +173,12 @@ def _estimate_crops(image: np.ndarray) -> list[np.ndarray]:
 
 
 def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512, gamma: float = 1.0) -> float:
-    return _estimate(package, as_yxc(image), tile_size, gamma=gamma)[0]
+    image_yxc = as_yxc(image)
+    return _estimate(package, image_yxc, tile_preparer(package, image_yxc, gamma), tile_size)[0]
 
 
-def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, overlap: int = 64,
-              augment: bool = False, gamma: float = 1.0,
-              **postprocess) -> tuple[float, float, np.ndarray | None]:
+def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, tile_size: int, overlap: int = 64,
+              augment: bool = False, **postprocess) -> tuple[float, float, np.ndarray | None]:
     """Estimate the median object diameter (pixels) of an image with the model itself.
 
     With a size model in the package (``size_model.json``), the network's style
@@ -186,7 +188,6 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, tile_size: int, over
     the image's own scale. Returns (diameter, scale used, labels when the whole
     image was segmented else None); diameter 0.0 when no object is found.
     """
-    prep = tile_preparer(package, image_yxc, gamma)
     target = package.meta["scale"]["target_diameter"]
     crops = _estimate_crops(image_yxc)
     guess = target
@@ -228,16 +229,15 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
     image_yxc = as_yxc(image)
+    prep = tile_preparer(package, image_yxc, gamma)
     target = package.meta["scale"]["target_diameter"]
     if diameter is None:
-        diameter, used_scale, labels = _estimate(package, image_yxc, tile_size, overlap, augment, gamma,
-                                                 **postprocess)
+        diameter, used_scale, labels = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)
         if diameter == 0.0:
             return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
         same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
         if labels is not None and same_scale:
             return labels
     scale = float(np.clip(target / diameter, 0.1, 10.0))
-    prep = tile_preparer(package, image_yxc, gamma)
     outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
     return postprocess_outputs(package, outputs, _applied(scale), **postprocess)

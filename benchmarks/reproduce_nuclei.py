@@ -8,6 +8,11 @@ Training resumes from its checkpoint when run again. The bundled model is traine
 ``training/device/train_sized.py`` does the same run from a packed copy of the data
 (training/device/README.md); pass its package to step 2 with ``--output``.
 
+The result files (results/reproduce_nuclei.*) are from `nuclei` v2, bundled at the time.
+v3 is v2 continued by training/nuclei_gpu/continue.yaml (init_from = the v2 package, restored
+from commit fe61f38); ``train`` stops with that explanation while v3 is bundled, since a
+rerun of config.yaml alone reproduces v2, not v3.
+
 Step 2 (``evaluate``, a few minutes): segment the 41 images of the validation split
 (training/nuclei/split.json) with both packages, the same post-processing (the bundled
 model's thresholds) and the true median diameter of each image (isolates the network from
@@ -51,6 +56,9 @@ DEFAULT_OUTPUT = ROOT / "reproduce-nuclei"  # gitignored: a retrained package is
 
 def train(output: Path) -> None:
     config = load_config(BUNDLED / "train_config.yaml")
+    if config.init_from:
+        sys.exit(f"the bundled package continues a parent model (init_from: {config.init_from}); its recipe is "
+                 "training/nuclei_gpu/continue.yaml run on the parent (see that file), not a run from scratch")
     recipe = load_config(CONFIG.resolve())
     for section in ("architecture", "augmentation", "optimization", "modality_weights", "seed", "target_diameter"):
         if getattr(config, section) != getattr(recipe, section):

@@ -41,7 +41,7 @@ def main() -> None:
     while True:
         try:
             export(args.work, args.destination)
-        except Exception as error:  # a half-written best.safetensors: try again next round
+        except Exception as error:  # noqa: BLE001 - a half-written best.safetensors (any reader error): retry next round
             print(f"export_best: {error}", flush=True)
         if not args.every:
             break

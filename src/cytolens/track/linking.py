@@ -347,7 +347,7 @@ def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndar
     size = shrink - cfg.division_symmetry_weight * halving * alike + cfg.division_unlike_weight * unlike
     cost = cost + cfg.use_area * np.where(features["mother_on_border"] > 0, 0.0, size)
     cost = cost + 0.5 * cfg.overlap_weight * (1.0 - features["overlap"])
-    cost = cost + cfg.division_touch_penalty * features.get("sisters_touch", 0.0)
+    cost = cost + cfg.division_touch_penalty * features["sisters_touch"]
     return cost + cfg.gap_penalty * features["gap"]
 
 

@@ -167,3 +167,56 @@ def test_deep_watershed_marker_dynamic_keeps_touching_objects_apart():
     assert match(labels, result.astype(np.int64), 0.7).tp == 3
     with pytest.raises(InvalidParameterError, match="marker_dynamic"):
         deep_watershed.postprocess(outputs, marker_dynamic=1.5)
+
+
+# --- contact watershed: deep watershed plus a channel for contacts between touching objects
+
+
+def test_contact_map_marks_where_two_objects_meet_and_nothing_around_lone_objects():
+    from cytolens.tasks.segmentation.contact_watershed import contact_map
+
+    labels = two_touching_squares()
+    contacts = contact_map(labels, radius=2)
+    assert contacts[10, 13:17].tolist() == [1, 1, 1, 1]  # two pixels deep on each side of the shared border
+    assert contacts[10, 5:12].max() == 0 and contacts[10, 18:27].max() == 0
+    assert contacts[labels == 7].max() == 0 and contacts[18:28, 28:38].max() == 0  # the isolated object
+    gap = np.zeros((5, 12), np.int32)
+    gap[:, 1:5], gap[:, 6:10] = 1, 2  # one background pixel between two objects
+    assert contact_map(gap, radius=1)[2].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    assert contact_map(gap, radius=2)[2].tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_contact_watershed_without_contacts_is_the_deep_watershed_of_its_first_two_channels():
+    from cytolens.tasks.segmentation import contact_watershed
+
+    labels = two_touching_squares()
+    targets = contact_watershed.targets(labels)
+    assert targets.shape == (3, 30, 40)
+    assert set(np.unique(targets[2])) == {0.0, 1.0}
+    outputs = logit(targets)
+    plain = deep_watershed.postprocess(outputs[:2], marker_dynamic=0.2)
+    assert np.array_equal(contact_watershed.postprocess(outputs, marker_dynamic=0.2, contact_weight=0.0), plain)
+    assert match(labels, plain, 0.5).average_precision == 1.0
+
+
+def test_predicted_contacts_split_a_blob_whose_distance_has_one_peak():
+    from cytolens.tasks.segmentation import contact_watershed
+
+    labels = two_touching_squares()
+    merged = np.where(labels == 2, 1, labels)  # the network "sees" one object: one distance peak
+    outputs = logit(np.stack([merged > 0, normalized_inner_distance(merged),
+                              contact_watershed.contact_map(labels)]).astype(np.float32))
+    merged_result = match(labels, contact_watershed.postprocess(outputs, contact_weight=0.0), 0.5)
+    assert merged_result.n_pred == 2 and merged_result.average_precision < 1  # three true objects
+    split = contact_watershed.postprocess(outputs, contact_weight=1.0)
+    assert match(labels, split, 0.5).average_precision == 1.0
+
+
+def test_contact_watershed_rejects_bad_parameters_and_shapes():
+    from cytolens.tasks.segmentation import contact_watershed
+
+    outputs = np.zeros((3, 8, 8), np.float32)
+    with pytest.raises(InvalidParameterError, match="contact_weight"):
+        contact_watershed.postprocess(outputs, contact_weight=1.5)
+    with pytest.raises(ValueError, match=r"\(3, Y, X\)"):
+        contact_watershed.postprocess(outputs[:2])

@@ -52,7 +52,7 @@ def test_bundled_nuclei_config_still_validates():
     ({"optimization": {"learning_rate": -1}}, r"optimization.learning_rate: Input should be greater than 0 \(got -1\)"),
     ({"optimization": {"crop_size": 100}}, r"crop_size 100 must be a multiple of 2\*\*architecture.depth = 16"),
     ({"architecture": {"depth": 9}}, r"architecture.depth: Input should be less than or equal to 6"),
-    ({"schema": "stardist"}, r"schema: Input should be 'deep_watershed' or 'pixel_classes'"),
+    ({"schema": "stardist"}, r"schema: Input should be 'deep_watershed', 'contact_watershed' or 'pixel_classes'"),
     ({"augmentation": {"preset": "confocal"}}, r"augmentation.preset: Input should be 'fluorescence', 'brightfield'"),
     ({"augmentation": {"scale_range": [1.5, 1.0]}}, r"scale_range must be 0 < low <= high"),
     ({"freeze_encoder_epochs": 2}, r"freeze_encoder_epochs needs init_from"),
@@ -290,3 +290,22 @@ def test_half_precision_keeps_statistics_that_float16_cannot_hold():
     assert halved["conv.bias"].dtype == torch.float32  # 1e5 overflows float16: kept as it was
     assert torch.equal(halved["bn.running_var"], state["bn.running_var"])
     assert halved["bn.num_batches_tracked"].dtype == torch.int64
+
+
+def test_stain_jitter_changes_stained_crops_and_leaves_grayscale_crops_gray():
+    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20], labels[30:44, 30:40] = 1, 2
+    gray = (labels > 0) * 200 + rng.integers(0, 30, labels.shape)
+    stained = np.stack([255 - gray * 0.5, 255 - gray * 0.9, 255 - gray * 0.3], axis=-1)  # purple nuclei on white
+    options = dict(flips=False, rotations=False, scale_range=(1.0, 1.0), intensity=0.0, seed=3)
+    for image, colour in ((gray, False), (stained, True)):
+        sample = prepare_sample(image, labels, "deep_watershed", 12.0)
+        jittered = next(iter(CropSampler([sample], "deep_watershed", 32, 1, 1, stain=0.2, **options)(0)))[0][0]
+        plain = next(iter(CropSampler([sample], "deep_watershed", 32, 1, 1, stain=0.0, **options)(0)))[0][0]
+        if colour:
+            assert not torch.allclose(jittered, plain, atol=1e-3)
+        else:
+            assert torch.equal(jittered, plain) and torch.equal(jittered[0], jittered[1])

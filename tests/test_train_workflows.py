@@ -323,3 +323,42 @@ def test_a_float16_package_is_half_the_size_and_predicts_like_float32(dataset):
         a, b = half_net(x), full_net(x)
     assert torch.allclose(a, b, atol=0.02 * float(b.abs().max()) + 1e-3)
     assert not torch.equal(a, b)
+
+
+def test_a_deep_watershed_parent_starts_a_contact_watershed_child(trained, dataset):
+    import cytolens
+    from cytolens.models import load
+    from cytolens.nn import UNet
+    from cytolens.tasks.segmentation.training import load_parent_weights
+
+    parent = load(trained)
+    network = UNet(3, 3, 2, 4)
+    load_parent_weights(network, parent.network.state_dict())
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32))
+    network.eval()
+    with torch.no_grad():
+        child_out, parent_out = network(x), parent.network(x)
+    assert torch.allclose(child_out[:, :2], parent_out, atol=1e-5)  # the parent's channels carry over
+    assert torch.allclose(child_out[:, 2], torch.tensor(-4.0))  # the new channel starts at "rarely present"
+    with pytest.raises(InvalidParameterError, match="shape"):
+        load_parent_weights(UNet(3, 3, 2, 8), parent.network.state_dict())
+
+    config = write_config(dataset, "contact.yaml", schema="contact_watershed", architecture=None,
+                          init_from="models/tiny", output="models/contact", optimization={"epochs": 1})
+    child = load(run(config, progress=False).package)
+    assert child.meta["schema"] == "contact_watershed" and child.meta["architecture"]["args"]["out_channels"] == 3
+    assert child.meta["postprocess"]["contact_weight"] == 1.0
+    assert child.meta["training"]["parent"]["schema"] == "deep_watershed"
+    image = np.zeros((40, 40), np.float32)
+    image[10:20, 10:20] = 1.0
+    assert cytolens.segment(image, child, diameter=10).shape == (40, 40)
+
+
+def test_a_pixel_classes_parent_cannot_start_a_contact_watershed_child(dataset):
+    pixel = write_config(dataset, "pixel_parent.yaml", schema="pixel_classes", output="models/pixel_parent",
+                         optimization={"epochs": 1})
+    run(pixel, progress=False)
+    config = write_config(dataset, "bad_child.yaml", schema="contact_watershed", architecture=None,
+                          init_from="models/pixel_parent", output="models/bad_child")
+    with pytest.raises(InvalidParameterError, match="predicts schema 'pixel_classes'"):
+        run(config, progress=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation.training import CropSampler, fit_segmentation, make_loss, prepare_data
 from cytolens.train.config import load_config, save_config
 from cytolens.train.loop import resolve_device
@@ -37,7 +38,8 @@ def seconds_per_step(config, data, steps: int = 30) -> float:
     arch, opt = config.architecture, config.optimization
     device = resolve_device(opt.device)
     torch.backends.cudnn.benchmark = True
-    network = UNet(3, 2, arch.depth, arch.base_channels, arch.norm, arch.dropout).to(device)
+    network = UNet(3, SCHEMAS[config.schema_].OUTPUT_CHANNELS, arch.depth, arch.base_channels, arch.norm,
+                   arch.dropout).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     loss_fn = make_loss(config.schema_)
     sampler = CropSampler.from_config(data.side("train"), config, steps=steps + 5)

@@ -37,6 +37,9 @@ HERE = Path(__file__).parent
 GRIDS = {
     "deep_watershed": {"foreground_threshold": [0.4, 0.5], "marker_threshold": [0.4, 0.5, 0.6],
                        "smoothing": [0.0, 1.0, 2.0], "marker_dynamic": [0.0, 0.1, 0.2, 0.3, 0.4]},
+    "contact_watershed": {"foreground_threshold": [0.4, 0.5], "marker_threshold": [0.4],
+                          "smoothing": [0.0, 1.0], "marker_dynamic": [0.2, 0.3, 0.4, 0.5],
+                          "contact_weight": [0.0, 0.5, 1.0]},
     "pixel_classes": {"interior_threshold": [0.3, 0.4, 0.5, 0.6, 0.7]},
 }
 

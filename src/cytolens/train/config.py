@@ -153,7 +153,7 @@ class SegmentationTrainConfig(_Strict):
 
     task: Literal["segmentation"] = "segmentation"
     name: str = Field(description="model name, e.g. 'nuclei'")
-    schema_: Literal["deep_watershed", "pixel_classes"] = Field("deep_watershed", alias="schema")
+    schema_: Literal["deep_watershed", "contact_watershed", "pixel_classes"] = Field("deep_watershed", alias="schema")
     data: DataConfig
     architecture: ArchitectureConfig = ArchitectureConfig()
     augmentation: AugmentationConfig = AugmentationConfig()

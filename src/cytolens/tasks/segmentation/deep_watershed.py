@@ -90,11 +90,29 @@ def postprocess(
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
         raise ValueError(f"expected outputs of shape (2, Y, X), got {outputs.shape}")
+    probability, distance = 1.0 / (1.0 + np.exp(-outputs))
+    return objects_from_maps(probability, distance, foreground_threshold, marker_threshold, min_size,
+                             smoothing, marker_dynamic)
+
+
+def objects_from_maps(
+    probability: np.ndarray,
+    distance: np.ndarray,
+    foreground_threshold: float = 0.5,
+    marker_threshold: float = 0.5,
+    min_size: int = 8,
+    smoothing: float = 0.0,
+    marker_dynamic: float = 0.0,
+) -> np.ndarray:
+    """Labels from a foreground probability and an inner distance map (both in [0, 1]).
+
+    The watershed step of :func:`postprocess`, shared with schemas that derive the
+    distance differently (e.g. :mod:`~cytolens.tasks.segmentation.contact_watershed`).
+    """
     if smoothing < 0:
         raise InvalidParameterError(f"smoothing must be >= 0, got {smoothing}")
     if not 0 <= marker_dynamic < 1:
         raise InvalidParameterError(f"marker_dynamic must be in [0, 1), got {marker_dynamic}")
-    probability, distance = 1.0 / (1.0 + np.exp(-outputs))
     if smoothing > 0:
         distance = ndi.gaussian_filter(distance, smoothing)
     mask = probability > foreground_threshold
@@ -124,4 +142,4 @@ def _dynamic_peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarr
     return peaks
 
 
-__all__ = ["DeepWatershedParams", "OUTPUT_CHANNELS", "targets", "postprocess", "check_labels"]
+__all__ = ["DeepWatershedParams", "OUTPUT_CHANNELS", "targets", "postprocess", "objects_from_maps", "check_labels"]

@@ -69,6 +69,11 @@ def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, pads, mode="reflect" if min(array.shape[-2:]) > max(pad_y, pad_x) else "symmetric")
 
 
+def _is_gray(image: np.ndarray) -> bool:
+    """Whether a ``(3, Y, X)`` crop is a grayscale image repeated to RGB (no stain to jitter)."""
+    return bool(np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
+
+
 def _stain_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Scale and shift the haematoxylin/eosin/DAB concentrations of a ``(3, Y, X)`` RGB crop."""
     from skimage.color import hed2rgb, rgb2hed
@@ -123,15 +128,16 @@ class CropSampler:
             image = ndi.zoom(image, (1, factor, factor), order=1, grid_mode=True, mode="nearest")
             order = 0 if self.schema == "pixel_classes" else 1
             targets = ndi.zoom(targets, (1, factor, factor), order=order, grid_mode=True, mode="nearest")
-            if self.schema == "deep_watershed":
-                targets[0] = targets[0] > 0.5
+            if self.schema != "pixel_classes":  # binary maps stay binary; the distance stays smooth
+                binary = [0, 2] if self.schema == "contact_watershed" else [0]
+                targets[binary] = targets[binary] > 0.5
             image, targets = image[:, : self.crop, : self.crop], targets[:, : self.crop, : self.crop]
         if self.flips and rng.random() < 0.5:
             image, targets = image[:, :, ::-1], targets[:, :, ::-1]
         if self.rotations:
             k = int(rng.integers(4))
             image, targets = np.rot90(image, k, axes=(1, 2)), np.rot90(targets, k, axes=(1, 2))
-        if self.stain > 0:  # H&E stain variation: jitter in HED space (Tellez et al. 2018)
+        if self.stain > 0 and not _is_gray(image):  # H&E stain variation in HED space (Tellez et al. 2018)
             image = _stain_jitter(image, rng, self.stain)
         if self.gamma > 0:
             g = math.exp(rng.uniform(-self.gamma, self.gamma))
@@ -180,6 +186,12 @@ def make_loss(schema: str, class_weights: np.ndarray | None = None):
             return (F.binary_cross_entropy_with_logits(outputs[:, 0], targets[:, 0])
                     + F.binary_cross_entropy_with_logits(outputs[:, 1], targets[:, 1]))
         return deep_watershed_loss
+    if schema == "contact_watershed":
+        def contact_watershed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            per_channel = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").mean(dim=(0, 2, 3))
+            # contacts are a few % of the pixels: the Dice term keeps them from being predicted away
+            return per_channel.sum() + soft_dice_loss(outputs[:, 2], targets[:, 2])
+        return contact_watershed_loss
     if schema == "pixel_classes":
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
@@ -188,6 +200,17 @@ def make_loss(schema: str, class_weights: np.ndarray | None = None):
                                    weight=None if weight is None else weight.to(outputs.device))
         return pixel_classes_loss
     raise ValueError(f"unknown schema {schema!r}")
+
+
+def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − Dice overlap of ``sigmoid(logits)`` with binary ``targets``, over the whole batch.
+
+    >>> t = torch.tensor([[0.0, 1.0]]); round(float(soft_dice_loss(torch.tensor([[-20.0, 20.0]]), t)), 3)
+    0.0
+    """
+    probability = torch.sigmoid(logits)
+    overlap = (probability * targets).sum()
+    return 1 - (2 * overlap + smooth) / (probability.sum() + targets.sum() + smooth)
 
 
 def pixel_class_weights(samples: Sequence[Sample]) -> np.ndarray:
@@ -384,7 +407,8 @@ def adapt_to_parent(config, package):
     where = f"init_from ({meta.get('name')!r})"
     if meta.get("task") != config.task:
         raise InvalidParameterError(f"{where} is a {meta.get('task')} model; this config trains {config.task}")
-    if meta.get("schema") != config.schema_:
+    extends = getattr(SCHEMAS.get(config.schema_), "EXTENDS", None)
+    if meta.get("schema") != config.schema_ and meta.get("schema") != extends:
         raise InvalidParameterError(f"{where} predicts schema {meta.get('schema')!r} but schema is "
                                     f"{config.schema_!r}: set schema: {meta.get('schema')} or start from scratch")
     args = meta["architecture"]["args"]
@@ -406,6 +430,31 @@ def adapt_to_parent(config, package):
         raise InvalidParameterError(f"optimization.crop_size {adapted.optimization.crop_size} must be a multiple "
                                     f"of {divisor} for {where} (depth {args['depth']})")
     return adapted
+
+
+def load_parent_weights(network: torch.nn.Module, parent_state: dict[str, torch.Tensor]) -> None:
+    """Copy a parent's weights into ``network``, whose head may have more output channels.
+
+    A schema that ``EXTENDS`` another keeps the parent's channels first, so the parent's
+    head fills the first rows of the new head. The added rows start at zero weights and
+    a bias of −4 (sigmoid ≈ 0.02: "rarely present"), so at the start they neither disturb
+    the shared features with large gradients nor change the parent's outputs. Any other
+    mismatch is an error.
+    """
+    state = network.state_dict()
+    for key, value in parent_state.items():
+        target = state.get(key)
+        if target is None:
+            raise InvalidParameterError(f"the parent model has weights {key!r} that this network lacks")
+        if target.shape == value.shape:
+            state[key] = value
+        elif key.startswith("head.") and target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]:
+            state[key] = torch.full_like(target, -4.0) if key.endswith("bias") else torch.zeros_like(target)
+            state[key][: value.shape[0]] = value
+        else:
+            raise InvalidParameterError(f"the parent's {key!r} has shape {tuple(value.shape)}, "
+                                        f"this network's {tuple(target.shape)}")
+    network.load_state_dict(state)
 
 
 def _config_stamp(config) -> dict:
@@ -529,7 +578,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     seed_everything(config.seed)  # the initial weights too
     network = UNet(3, schema_module.OUTPUT_CHANNELS, arch.depth, arch.base_channels, arch.norm, arch.dropout)
     if parent is not None:
-        network.load_state_dict(parent.network.state_dict())
+        load_parent_weights(network, parent.network.state_dict())
     weights = pixel_class_weights(train_samples) if config.schema_ == "pixel_classes" else None
     loss_fn = make_loss(config.schema_, weights)
     post_params = {} if weights is None else {"class_weights": tuple(map(float, weights))}
@@ -571,8 +620,9 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
                                 cwd=Path(__file__).parent).stdout.strip() or None
     except OSError:
         commit = None
-    defaults = (schema_module.DeepWatershedParams() if config.schema_ == "deep_watershed"
-                else schema_module.PixelClassesParams(**post_params)).to_dict()
+    defaults = {"deep_watershed": lambda: schema_module.DeepWatershedParams(),
+                "contact_watershed": lambda: schema_module.ContactWatershedParams(),
+                "pixel_classes": lambda: schema_module.PixelClassesParams(**post_params)}[config.schema_]().to_dict()
     folders = {k: str(v) for k, v in config.data if k.endswith(("images", "labels")) and v is not None}
     meta = {
         "name": config.name,

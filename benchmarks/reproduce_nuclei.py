@@ -10,8 +10,10 @@ Training resumes from its checkpoint when run again. The bundled model is traine
 
 The result files (results/reproduce_nuclei.*) are from `nuclei` v2, bundled at the time.
 v3 is v2 continued by training/nuclei_gpu/continue.yaml (init_from = the v2 package, restored
-from commit fe61f38); ``train`` stops with that explanation while v3 is bundled, since a
-rerun of config.yaml alone reproduces v2, not v3.
+from commit fe61f38) and v4 is v3 widened to the contact watershed schema and trained further
+by training/nuclei_gpu/contact.yaml; ``train`` stops with that explanation while a
+continuation is bundled, since a rerun of config.yaml alone reproduces v2, not v3 or v4,
+and ``evaluate`` stops when the two packages have different schemas (their thresholds differ).
 
 Step 2 (``evaluate``, a few minutes): segment the 41 images of the validation split
 (training/nuclei/split.json) with both packages, the same post-processing (the bundled
@@ -91,6 +93,12 @@ def evaluate(output: Path) -> None:
     bundled_card = json.loads((BUNDLED / "model.json").read_text())
     thresholds = {key: value for key, value in bundled_card["postprocess"].items() if key != "min_size"}
     retrained = output / "nuclei_retrained"
+    if not (retrained / "model.json").is_file():
+        sys.exit(f"no retrained package at {retrained}: run the train step first")
+    retrained_schema = json.loads((retrained / "model.json").read_text())["schema"]
+    if retrained_schema != bundled_card["schema"]:
+        sys.exit(f"the retrained package predicts schema {retrained_schema!r}, the bundled one "
+                 f"{bundled_card['schema']!r}: one set of thresholds cannot serve both (see the docstring)")
     result = {"data": "DSB2018 stage1_train, labels_lopuhin_fixed, val split of training/nuclei/split.json",
               "images": len(split["val"]), "postprocess": thresholds, "diameter": "true median per image",
               "machine": machine(), "packages": {}}

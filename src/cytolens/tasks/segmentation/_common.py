@@ -46,6 +46,21 @@ def normalized_inner_distance(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-logits))`` as float32 with one new array, not four temporaries.
+
+    Post-processing runs on whole-image maps (8000² × float32 = 256 MB each), so the
+    temporaries of the plain expression would dominate peak memory.
+
+    >>> sigmoid(np.array([0.0, 100.0], np.float32)).tolist()
+    [0.5, 1.0]
+    """
+    out = np.negative(logits, dtype=np.float32)
+    np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Renumber labels to 1..N keeping 0 as background, as uint32."""
     unique = np.unique(labels)

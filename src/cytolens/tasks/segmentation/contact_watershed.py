@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cytolens.errors import InvalidParameterError
-from cytolens.tasks.segmentation._common import check_labels, normalized_inner_distance
+from cytolens.tasks.segmentation._common import check_labels, normalized_inner_distance, sigmoid
 from cytolens.tasks.segmentation.deep_watershed import DeepWatershedParams, objects_from_maps
 
 OUTPUT_CHANNELS = 3
@@ -99,8 +99,13 @@ def postprocess(
         raise ValueError(f"expected outputs of shape (3, Y, X), got {outputs.shape}")
     if not 0 <= contact_weight <= 1:
         raise InvalidParameterError(f"contact_weight must be in [0, 1], got {contact_weight}")
-    probability, distance, contact = 1.0 / (1.0 + np.exp(-outputs))
-    distance = distance * (1.0 - contact_weight * contact)
+    probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])
+    if contact_weight > 0:  # distance × (1 − w × contact), in place: these maps can be whole slides
+        keep = sigmoid(outputs[2])
+        keep *= -contact_weight
+        keep += 1
+        distance *= keep
+        del keep
     return objects_from_maps(probability, distance, foreground_threshold, marker_threshold, min_size,
                              smoothing, marker_dynamic)
 

@@ -44,6 +44,7 @@ from cytolens.tasks.segmentation._common import (
     normalized_inner_distance,
     relabel_sequential,
     remove_small_objects,
+    sigmoid,
 )
 
 OUTPUT_CHANNELS = 2
@@ -90,7 +91,7 @@ def postprocess(
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
         raise ValueError(f"expected outputs of shape (2, Y, X), got {outputs.shape}")
-    probability, distance = 1.0 / (1.0 + np.exp(-outputs))
+    probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])
     return objects_from_maps(probability, distance, foreground_threshold, marker_threshold, min_size,
                              smoothing, marker_dynamic)
 
@@ -108,6 +109,8 @@ def objects_from_maps(
 
     The watershed step of :func:`postprocess`, shared with schemas that derive the
     distance differently (e.g. :mod:`~cytolens.tasks.segmentation.contact_watershed`).
+    ``distance`` must be float and is overwritten (pass a copy to keep it): on whole-slide
+    maps a copy would cost as much memory as the map itself.
     """
     if smoothing < 0:
         raise InvalidParameterError(f"smoothing must be >= 0, got {smoothing}")
@@ -120,7 +123,7 @@ def objects_from_maps(
         markers, _ = ndi.label(_dynamic_peaks(distance, mask, marker_dynamic) & (distance > marker_threshold))
     else:
         markers, _ = ndi.label((distance > marker_threshold) & mask)
-    labels = watershed(-distance, markers, mask=mask)
+    labels = watershed(np.negative(distance, out=distance), markers, mask=mask)  # in place: no 4th map
     labels = add_unclaimed_regions(labels, mask)
     return remove_small_objects(relabel_sequential(labels), min_size)
 

@@ -59,8 +59,9 @@ DEFAULT_OUTPUT = ROOT / "reproduce-nuclei"  # gitignored: a retrained package is
 def train(output: Path) -> None:
     config = load_config(BUNDLED / "train_config.yaml")
     if config.init_from:
-        sys.exit(f"the bundled package continues a parent model (init_from: {config.init_from}); its recipe is "
-                 "training/nuclei_gpu/continue.yaml run on the parent (see that file), not a run from scratch")
+        recipe = json.loads((BUNDLED / "model.json").read_text())["training"].get("recipe", "in its model.json")
+        sys.exit(f"the bundled package continues a parent model (init_from: {config.init_from}); its recipe: "
+                 f"{recipe}; not a run from scratch (see this script's docstring)")
     recipe = load_config(CONFIG.resolve())
     for section in ("architecture", "augmentation", "optimization", "modality_weights", "seed", "target_diameter"):
         if getattr(config, section) != getattr(recipe, section):

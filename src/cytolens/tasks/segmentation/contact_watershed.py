@@ -40,6 +40,8 @@ from cytolens.tasks.segmentation._common import check_labels, normalized_inner_d
 from cytolens.tasks.segmentation.deep_watershed import DeepWatershedParams, objects_from_maps
 
 OUTPUT_CHANNELS = 3
+#: Target channels that are 0/1 masks (foreground, contacts): kept binary when crops are zoomed.
+BINARY_TARGETS = (0, 2)
 #: Contacts are the pixels with two different objects within this many pixels (model scale).
 CONTACT_RADIUS = 2
 #: The schema whose outputs are this schema's first channels (its models can be parents).
@@ -51,6 +53,9 @@ class ContactWatershedParams(DeepWatershedParams):
     """Post-processing thresholds (the deep watershed's plus ``contact_weight``); stored in a model package."""
 
     contact_weight: float = 1.0
+
+
+PARAMS = ContactWatershedParams
 
 
 def contact_map(labels: np.ndarray, radius: int = CONTACT_RADIUS) -> np.ndarray:

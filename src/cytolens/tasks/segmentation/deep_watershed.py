@@ -48,6 +48,8 @@ from cytolens.tasks.segmentation._common import (
 )
 
 OUTPUT_CHANNELS = 2
+#: Target channels that are 0/1 masks: kept binary when training crops are zoomed.
+BINARY_TARGETS = (0,)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class DeepWatershedParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: The post-processing settings of this schema (their defaults go into a new model package).
+PARAMS = DeepWatershedParams
 
 
 def targets(labels: np.ndarray) -> np.ndarray:
@@ -109,7 +115,7 @@ def objects_from_maps(
 
     The watershed step of :func:`postprocess`, shared with schemas that derive the
     distance differently (e.g. :mod:`~cytolens.tasks.segmentation.contact_watershed`).
-    ``distance`` must be float and is overwritten (pass a copy to keep it): on whole-slide
+    ``distance`` must be float and may be overwritten (pass a copy to keep it): on whole-slide
     maps a copy would cost as much memory as the map itself.
     """
     if smoothing < 0:

@@ -33,6 +33,8 @@ from cytolens.tasks.segmentation._common import (
 )
 
 OUTPUT_CHANNELS = 3
+#: Its one target channel holds class ids, not a 0/1 mask (zoomed by nearest neighbour instead).
+BINARY_TARGETS = ()
 BACKGROUND, INTERIOR, EDGE = 0, 1, 2
 
 
@@ -47,6 +49,9 @@ class PixelClassesParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PARAMS = PixelClassesParams
 
 
 def targets(labels: np.ndarray) -> np.ndarray:

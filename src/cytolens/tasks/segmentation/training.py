@@ -128,8 +128,8 @@ class CropSampler:
             image = ndi.zoom(image, (1, factor, factor), order=1, grid_mode=True, mode="nearest")
             order = 0 if self.schema == "pixel_classes" else 1
             targets = ndi.zoom(targets, (1, factor, factor), order=order, grid_mode=True, mode="nearest")
-            if self.schema != "pixel_classes":  # binary maps stay binary; the distance stays smooth
-                binary = [0, 2] if self.schema == "contact_watershed" else [0]
+            binary = list(SCHEMAS[self.schema].BINARY_TARGETS)  # masks stay masks; a distance stays smooth
+            if binary:
                 targets[binary] = targets[binary] > 0.5
             image, targets = image[:, : self.crop, : self.crop], targets[:, : self.crop, : self.crop]
         if self.flips and rng.random() < 0.5:
@@ -620,9 +620,7 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
                                 cwd=Path(__file__).parent).stdout.strip() or None
     except OSError:
         commit = None
-    defaults = {"deep_watershed": lambda: schema_module.DeepWatershedParams(),
-                "contact_watershed": lambda: schema_module.ContactWatershedParams(),
-                "pixel_classes": lambda: schema_module.PixelClassesParams(**post_params)}[config.schema_]().to_dict()
+    defaults = schema_module.PARAMS(**post_params).to_dict()
     folders = {k: str(v) for k, v in config.data if k.endswith(("images", "labels")) and v is not None}
     meta = {
         "name": config.name,

@@ -120,7 +120,7 @@ def main() -> None:
         if "nocontact_ap50" in table:
             result["overall_without_contacts"] = summarize(variant("nocontact_"))
         report["models"][name] = result
-        table.to_csv(RESULTS / f"{stem}_{name}_per_image.csv", index=False)
+        table.to_csv(RESULTS / f"{stem}_{Path(name).name}_per_image.csv", index=False)  # name may be a path
         if official:
             folder = resolve(name)
             meta = json.loads((folder / "model.json").read_text())

@@ -253,6 +253,20 @@ def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
 
 
+@pytest.mark.parametrize("source", [23, 32, 45])
+def test_crop_resize_gives_the_values_of_scipy_zoom(source):
+    from scipy import ndimage as ndi
+
+    from cytolens.tasks.segmentation.training import resize_bilinear
+
+    array = np.random.default_rng(source).random((3, source, source)).astype(np.float32)
+    factor = 32 / source
+    expected = ndi.zoom(array, (1, factor, factor), order=1, grid_mode=True, mode="nearest")[:, :32, :32]
+    resized = resize_bilinear(array, 32)
+    assert resized.shape == (3, 32, 32) and resized.dtype == np.float32
+    np.testing.assert_allclose(resized, expected, atol=1e-5)
+
+
 def test_crop_batches_do_not_depend_on_the_number_of_worker_processes():
     from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
 

@@ -37,10 +37,9 @@ from cytolens.tasks.segmentation import inference  # noqa: E402
 SECOND_SCALE = 1.25
 
 
-def outputs_at(package, image_yxc: np.ndarray, diameter: float, zoom: float = 1.0, augment: bool = False):
+def outputs_at(package, image_yxc: np.ndarray, prep, diameter: float, zoom: float = 1.0, augment: bool = False):
     """Network outputs at the image's resolution, computed with objects at ``zoom`` × the model's size."""
     scale = float(np.clip(zoom * package.meta["scale"]["target_diameter"] / diameter, 0.1, 10.0))
-    prep = inference.tile_preparer(package, image_yxc)
     return inference.predict_outputs(package, image_yxc, scale, prep, augment=augment)
 
 
@@ -63,12 +62,14 @@ def main() -> None:
         row = {"id": image_id, "modality": modality[image_id], "diameter": diameter}
         if diameter > 0:
             scale = inference._applied(package.meta["scale"]["target_diameter"] / diameter)
-            plain = outputs_at(package, image_yxc, diameter)
+            prep = inference.tile_preparer(package, image_yxc)  # image percentiles: once per package
+            plain = outputs_at(package, image_yxc, prep, diameter)
             variants = {
                 "plain": plain,
-                "flips": outputs_at(package, image_yxc, diameter, augment=True),
-                "two scales": (plain + outputs_at(package, image_yxc, diameter, SECOND_SCALE)) / 2,
-                "ensemble": (plain + outputs_at(partner, image_yxc, diameter)) / 2,
+                "flips": outputs_at(package, image_yxc, prep, diameter, augment=True),
+                "two scales": (plain + outputs_at(package, image_yxc, prep, diameter, SECOND_SCALE)) / 2,
+                "ensemble": (plain + outputs_at(partner, image_yxc, inference.tile_preparer(partner, image_yxc),
+                                                diameter)) / 2,
             }
             for name, outputs in variants.items():
                 labels = inference.postprocess_outputs(package, outputs, scale)

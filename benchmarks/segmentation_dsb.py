@@ -7,7 +7,8 @@ training or model selection). Images are segmented exactly as a user would:
 a second line gives the figure with the true median diameter passed (an upper bound
 that isolates the size estimate). For a contact watershed model a third line gives the
 figure with ``contact_weight=0``: the plain deep watershed post-processing of the same
-network (what the contact channel adds at inference, as opposed to in training).
+network (what the contact channel adds at inference, as opposed to in training). For a
+model with an object filter another line gives the figure with ``filter_objects=False``.
 
 Conventions (see cytolens.metrics): AP = TP/(TP+FP+FN); AP@τ matches at IoU >= τ and
 is averaged per image; the Kaggle score uses IoU > τ over τ = 0.50:0.05:0.95, averaged
@@ -103,6 +104,10 @@ def main() -> None:
             if args.augment:
                 augmented = score_image(truth, cytolens.segment(image, package, augment=True, gamma=args.gamma))
                 row.update({f"augment_{k}": v for k, v in augmented.items()})
+            if "object_filter" in package.extras:  # what the object classifier adds
+                unfiltered = score_image(truth, cytolens.segment(image, package, filter_objects=False,
+                                                                 gamma=args.gamma))
+                row.update({f"unfiltered_{k}": v for k, v in unfiltered.items()})
             if package.meta["schema"] == "contact_watershed":  # what the contact channel adds at inference
                 plain = score_image(truth, cytolens.segment(image, package, contact_weight=0.0, gamma=args.gamma))
                 row.update({f"nocontact_{k}": v for k, v in plain.items()})
@@ -119,6 +124,8 @@ def main() -> None:
             result["overall_augmented"] = summarize(variant("augment_"))
         if "nocontact_ap50" in table:
             result["overall_without_contacts"] = summarize(variant("nocontact_"))
+        if "unfiltered_ap50" in table:
+            result["overall_without_object_filter"] = summarize(variant("unfiltered_"))
         report["models"][name] = result
         table.to_csv(RESULTS / f"{stem}_{Path(name).name}_per_image.csv", index=False)  # name may be a path
         if official:
@@ -145,6 +152,8 @@ def main() -> None:
         if "overall_without_contacts" in result:
             subsets.append(("all, contact_weight 0 (deep watershed post-processing)",
                             result["overall_without_contacts"]))
+        if "overall_without_object_filter" in result:
+            subsets.append(("all, without the object filter", result["overall_without_object_filter"]))
         for subset, s in subsets:
             lines.append(f"| {name} ({result['schema']}) | {subset} | {s['images']} | {s['ap50']:.3f} | "
                          f"{s['ap75']:.3f} | {s['kaggle']:.3f} | {s['ap50_pooled']:.3f} |")

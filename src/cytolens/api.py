@@ -32,6 +32,7 @@ def segment(
     overlap: int = 64,
     augment: bool = False,
     gamma: float = 1.0,
+    filter_objects: bool = True,
     **postprocess,
 ) -> np.ndarray:
     """Segment every object of a 2D image into a label image.
@@ -53,6 +54,10 @@ def segment(
         Gamma applied to the normalized intensities before the network; below 1
         (e.g. 0.67) keeps textured nuclei (bright chromatin foci over a dim
         nucleoplasm) whole instead of cutting them along their dim parts.
+    filter_objects : bool
+        Drop objects the model's object classifier judges spurious (faint blobs on
+        background, fragments), when the model has one (``object_filter`` in
+        ``cytolens models info``); False keeps every object the watershed finds.
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -64,4 +69,5 @@ def segment(
     """
     from cytolens.tasks.segmentation.inference import segment_image
 
-    return segment_image(_load(model), image, diameter, tile_size, overlap, augment, gamma, **postprocess)
+    return segment_image(_load(model), image, diameter, tile_size, overlap, augment, gamma, filter_objects,
+                         **postprocess)

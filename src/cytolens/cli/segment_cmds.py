@@ -42,6 +42,9 @@ def segment(
     augment: bool = typer.Option(False, "--augment", help="Test-time augmentation over flips (4x slower)."),
     gamma: float = typer.Option(1.0, help="Gamma on the normalized intensities; e.g. 0.67 keeps textured "
                                           "nuclei whole."),
+    filter_objects: bool = typer.Option(True, "--filter-objects/--keep-all-objects",
+                                        help="Drop objects the model's object classifier judges spurious "
+                                             "(when the model has one)."),
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
@@ -75,7 +78,7 @@ def segment(
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         image = read_image(image_path)
         labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                             gamma=gamma, **extra)
+                             gamma=gamma, filter_objects=filter_objects, **extra)
         labels_path, table_path = _outputs_for(image_path, output)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)

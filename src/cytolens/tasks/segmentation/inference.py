@@ -20,6 +20,7 @@ from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.models.package import ModelPackage
 from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
+from cytolens.tasks.segmentation.object_filter import ObjectFilter
 from cytolens.tasks.segmentation.size_model import SizeModel, style_of
 from cytolens.tasks.segmentation.training import network_predictor
 
@@ -178,7 +179,7 @@ def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int =
 
 
 def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, tile_size: int, overlap: int = 64,
-              augment: bool = False, **postprocess) -> tuple[float, float, np.ndarray | None]:
+              augment: bool = False, **postprocess) -> tuple[float, float, tuple | None]:
     """Estimate the median object diameter (pixels) of an image with the model itself.
 
     With a size model in the package (``size_model.json``), the network's style
@@ -205,7 +206,7 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
         areas.append(np.bincount(labels.ravel())[1:])
     areas = np.concatenate(areas)
     areas = areas[areas > 0]
-    whole = labels if len(crops) == 1 and crops[0] is image_yxc else None
+    whole = (outputs, labels) if len(crops) == 1 and crops[0] is image_yxc else None
     if len(areas) == 0:
         return 0.0, scale, whole
     return float(np.median(2 * np.sqrt(areas / np.pi))), scale, whole
@@ -216,28 +217,53 @@ def _applied(scale: float) -> float:
     return 1.0 if abs(scale - 1.0) <= SCALE_TOLERANCE else scale
 
 
-def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
-                  tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
-                  **postprocess) -> np.ndarray:
-    """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background)."""
+def _require_segmentation(package: ModelPackage) -> None:
     if package.meta.get("task") != "segmentation":
         raise InvalidParameterError(f"model {package.name!r} is a {package.meta.get('task')} model, not segmentation")
+
+
+def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
+                  tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
+                  filter_objects: bool = True, **postprocess) -> np.ndarray:
+    """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background).
+
+    With ``filter_objects`` and an object filter in the package (``object_filter.json``),
+    objects its classifier judges spurious are dropped (see :mod:`.object_filter`).
+    """
+    _require_segmentation(package)
+    image_yxc = as_yxc(image)
+    prep = tile_preparer(package, image_yxc, gamma)
+    outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter, tile_size, overlap, augment,
+                                             **postprocess)
+    if outputs is None or not filter_objects or "object_filter" not in package.extras:
+        return labels
+    object_filter = ObjectFilter.from_dict(package.extras["object_filter"])
+    return object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, scale)
+
+
+def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, diameter: float | None = None,
+                    tile_size: int = 512, overlap: int = 64, augment: bool = False,
+                    **postprocess) -> tuple[np.ndarray | None, np.ndarray, float]:
+    """The watershed's labels with the network outputs they came from and the scale applied.
+
+    ``segment_image`` without the object filter; returns ``(outputs, labels, scale)``,
+    outputs None when no object was found while estimating the diameter.
+    """
+    _require_segmentation(package)
     if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
         raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter}")
     if tile_size < 64 or overlap < 0 or overlap * 2 >= tile_size:
         raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
-    image_yxc = as_yxc(image)
-    prep = tile_preparer(package, image_yxc, gamma)
     target = package.meta["scale"]["target_diameter"]
     if diameter is None:
-        diameter, used_scale, labels = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)
+        diameter, used_scale, whole = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)
         if diameter == 0.0:
-            return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
+            return None, np.zeros(image_yxc.shape[:2], dtype=np.uint32), 1.0
         same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
-        if labels is not None and same_scale:
-            return labels
-    scale = float(np.clip(target / diameter, 0.1, 10.0))
+        if whole is not None and same_scale:
+            return (*whole, _applied(used_scale))
+    scale = _applied(float(np.clip(target / diameter, 0.1, 10.0)))
     outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
-    return postprocess_outputs(package, outputs, _applied(scale), **postprocess)
+    return outputs, postprocess_outputs(package, outputs, scale, **postprocess), scale

@@ -87,6 +87,8 @@ def main() -> None:
     config = load_config(sys.argv[2] if len(sys.argv) > 2 else HERE.parent / "nuclei_gpu" / "config.yaml")
     (package_dir / "object_filter.json").unlink(missing_ok=True)  # features come from the unfiltered model
     package = load(package_dir)
+    if package.meta["schema"] not in ("deep_watershed", "contact_watershed"):
+        sys.exit(f"object filters read foreground and distance outputs; {package.meta['schema']} has none")
     train_ids = load_split(config.data.split_file)["train"]
     features, matched, image_of, n_true = collect(package, config, train_ids)
     held_out = np.zeros(len(matched))

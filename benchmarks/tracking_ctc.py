@@ -271,7 +271,7 @@ def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
     import inspect
 
     from cytolens.models import package as packages
-    from cytolens.tasks.segmentation import deep_watershed, inference, training
+    from cytolens.tasks.segmentation import contact_watershed, deep_watershed, inference, object_filter, training
     from cytolens.track import consistency, pipeline
 
     from cytolens.io import read_image
@@ -279,8 +279,11 @@ def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
     from cytolens.track.pipeline import segment_movie
 
     package = resolve("nuclei")
-    digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json")))
-    for module in (pipeline, consistency, inference, deep_watershed, training, packages):
+    digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json",
+                                                                         "object_filter.json", "size_model.json")
+                                   if (package / f).is_file()))
+    for module in (pipeline, consistency, inference, deep_watershed, contact_watershed, object_filter, training,
+                   packages):
         digest.update(inspect.getsource(module).encode())
     cached = CACHE / f"{name}_{sequence}_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():

@@ -96,3 +96,12 @@ def test_demo_writes_outputs_and_reports_ap(tmp_path):
     for name in ("demo_image.tif", "demo_labels.tif", "demo_truth_labels.tif", "demo_cells.csv", "demo_overlay.png"):
         assert (tmp_path / "demo" / name).is_file()
     assert read_image(tmp_path / "demo" / "demo_overlay.png").shape[-1] == 3
+
+
+def test_keep_all_objects_matches_the_api_without_the_filter(images, tmp_path):
+    import cytolens
+
+    result = run("segment", str(images[0]), "-o", str(tmp_path), "--quiet", "--diameter", "20", "--keep-all-objects")
+    assert result.returncode == 0, result.stderr
+    expected = cytolens.segment(read_image(images[0]), diameter=20, filter_objects=False)
+    np.testing.assert_array_equal(read_image(tmp_path / "a_labels.tif"), expected)

@@ -120,3 +120,54 @@ def test_segment_applies_the_package_filter_only_when_asked():
     for region in np.unique(filtered[filtered > 0]):
         source = np.unique(everything[filtered == region])
         assert len(source) == 1 and ((everything == source[0]) == (filtered == region)).all()
+
+
+def _fit_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "training" / "nuclei" / "fit_object_filter.py"
+    spec = importlib.util.spec_from_file_location("fit_object_filter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fit_script_matching_and_per_image_ap():
+    script = _fit_script()
+    truth = np.zeros((20, 20), np.uint16)
+    truth[2:8, 2:8] = 1  # 36 px
+    truth[12:18, 12:18] = 2
+    labels = np.zeros((20, 20), np.uint32)
+    labels[2:8, 2:7] = 1  # 30 px inside object 1: IoU 30/36
+    labels[12:14, 12:14] = 2  # 4 px inside object 2: IoU 4/36
+    labels[0:2, 15:20] = 3  # on background
+    np.testing.assert_allclose(script.best_iou_per_object(truth, labels), [30 / 36, 4 / 36, 0.0])
+    matched = np.array([True, False, False, True])
+    image = np.array(["a", "a", "a", "b"])
+    everything = np.ones(4, bool)
+    # image a: 1 TP, 2 FP, 1 FN -> 1/4; image b: 1 TP of 1 -> 1; image c: 3 true objects, none found -> 0
+    assert script.mean_image_ap(matched, everything, image, {"a": 2, "b": 1, "c": 3}) == pytest.approx((0.25 + 1) / 3)
+    dropped_false = np.array([True, False, False, True])
+    assert script.mean_image_ap(matched, dropped_false, image, {"a": 2, "b": 1, "c": 3}) == pytest.approx((0.5 + 1) / 3)
+
+
+@pytest.mark.parametrize("name", ["nuclei", "nuclei_fast"])
+def test_bundled_object_filters_match_this_cytolens(name):
+    package = load(name)
+    object_filter = of.ObjectFilter.from_dict(package.extras["object_filter"])
+    assert 0 < object_filter.threshold < 1
+    assert object_filter.provenance["fitted_by"] == "training/nuclei/fit_object_filter.py"
+    assert package.meta["training"]["object_filter"]["threshold"] == object_filter.threshold
+
+
+def test_shape_features_agree_with_scikit_image():
+    from skimage.measure import regionprops
+
+    image, truth = synthetic_nuclei(shape=(160, 160), n_nuclei=25, seed=4)
+    labels = truth.astype(np.uint32)
+    outputs = np.zeros((3, *labels.shape), np.float32)
+    f = of.object_features(labels, outputs, image[..., None].astype(np.float32), 0.0, 1.0, 1.0)
+    props = regionprops(labels)
+    for name in ("solidity", "eccentricity", "extent"):
+        np.testing.assert_allclose(f[:, COLUMN[name]], [getattr(p, name) for p in props], rtol=1e-7, atol=1e-9)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import regionprops
+from skimage.morphology import convex_hull_image
 
 from cytolens.errors import InvalidParameterError
 from cytolens.tasks.segmentation._common import relabel_sequential, sigmoid
@@ -40,7 +40,7 @@ FEATURES = ("colour", "log_area", "relative_area", "log_count", "solidity", "ecc
             "foreground_mean", "foreground_min", "distance_mean", "distance_max", "contact_mean", "contact_max",
             "contrast", "abs_contrast", "touching")
 #: rows of the label image handled at once, so whole-slide images need no extra full-size maps
-BAND_ROWS = 1024
+BAND_ROWS = 256
 #: at most this many background pixels (an even grid of them) give the background's level and spread
 BACKGROUND_SAMPLE = 1_000_000
 
@@ -59,23 +59,45 @@ def is_colour(image_yxc: np.ndarray) -> bool:
     return bool(np.any(sample != sample[..., :1]))
 
 
-def _per_object_stats(labels: np.ndarray, channel: np.ndarray, count: int, logit: bool) -> tuple[np.ndarray, ...]:
-    """(mean, min, max) of ``channel`` (sigmoid of it when ``logit``) over each object 1..count."""
-    total = np.zeros(count + 1)
-    low = np.full(count + 1, np.inf)
-    high = np.full(count + 1, -np.inf)
-    index = np.arange(1, count + 1)
-    for rows in _bands(labels.shape[0]):
-        band_labels = labels[rows]
-        values = sigmoid(channel[rows]) if logit else np.asarray(channel[rows], np.float32)
-        total += np.bincount(band_labels.ravel(), weights=values.ravel(), minlength=count + 1)
-        present = np.unique(band_labels)
-        present = present[present > 0]
-        if len(present):
-            low[present] = np.minimum(low[present], ndi.minimum(values, band_labels, present))
-            high[present] = np.maximum(high[present], ndi.maximum(values, band_labels, present))
-    area = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
-    return (total / np.maximum(area, 1))[index], low[index], high[index]
+class _ObjectSums:
+    """Per-object sums, minima and maxima of several maps, gathered one band of rows at a time."""
+
+    def __init__(self, count: int, names: tuple[str, ...], extremes: tuple[str, ...]) -> None:
+        self.count = count
+        self.sum = {name: np.zeros(count + 1) for name in names}
+        self.min = {name: np.full(count + 1, np.inf) for name in extremes}
+        self.max = {name: np.full(count + 1, -np.inf) for name in extremes}
+
+    def add(self, band_labels: np.ndarray, maps: dict[str, np.ndarray]) -> None:
+        flat = band_labels.ravel()
+        inside = np.flatnonzero(flat)
+        if len(inside) == 0:
+            return
+        # one sort of the band's object pixels by label serves every map's minima and maxima
+        order = inside[np.argsort(flat[inside], kind="stable")]
+        sorted_labels = flat[order]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+        present = sorted_labels[starts]
+        for name, values in maps.items():
+            values = values.ravel()
+            self.sum[name] += np.bincount(flat, weights=values, minlength=self.count + 1)
+            if name not in self.min:
+                continue
+            ordered = values[order]
+            self.min[name][present] = np.minimum(self.min[name][present], np.minimum.reduceat(ordered, starts))
+            self.max[name][present] = np.maximum(self.max[name][present], np.maximum.reduceat(ordered, starts))
+
+
+def _eccentricity(sums: _ObjectSums, area: np.ndarray) -> np.ndarray:
+    """Eccentricity of the ellipse with the same second moments (as ``skimage.measure.regionprops``)."""
+    n = area[1:]
+    mean_y, mean_x = sums.sum["y"][1:] / n, sums.sum["x"][1:] / n
+    var_y = sums.sum["yy"][1:] / n - mean_y**2
+    var_x = sums.sum["xx"][1:] / n - mean_x**2
+    cov = sums.sum["xy"][1:] / n - mean_y * mean_x
+    half_gap = np.sqrt(((var_y - var_x) / 2) ** 2 + cov**2)
+    big, small = (var_y + var_x) / 2 + half_gap, np.maximum((var_y + var_x) / 2 - half_gap, 0)
+    return np.where(big > 0, np.sqrt(np.clip(1 - small / np.where(big > 0, big, 1), 0, 1)), 0.0)
 
 
 def _touching_fraction(labels: np.ndarray, count: int) -> np.ndarray:
@@ -111,33 +133,39 @@ def object_features(labels: np.ndarray, outputs: np.ndarray, image_yxc: np.ndarr
     if count == 0:
         return np.zeros((0, len(FEATURES)))
     labels = np.asarray(labels)
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(float)
-    props = regionprops(labels)
-    shape = np.array([(p.solidity, p.eccentricity, p.extent) for p in props])
-    foreground = _per_object_stats(labels, outputs[0], count, logit=True)
-    distance = _per_object_stats(labels, outputs[1], count, logit=True)
-    if outputs.shape[0] > 2:
-        contact = _per_object_stats(labels, outputs[2], count, logit=True)
-    else:
-        contact = (np.zeros(count),) * 3
-    # contrast: mean normalized intensity of the object against the background's level, in its spreads
-    gray = np.empty(labels.shape, np.float32)
-    for rows in _bands(labels.shape[0]):
-        gray[rows] = (image_yxc[rows].mean(axis=-1, dtype=np.float32) - low) / max(high - low, 1e-6)
-    inside = _per_object_stats(labels, gray, count, logit=False)[0]
+    has_contacts = outputs.shape[0] > 2
+    sums = _ObjectSums(count, ("foreground", "distance", "contact", "gray", "y", "x", "yy", "xx", "xy"),
+                       extremes=("foreground", "distance", "contact"))
     step = max(1, int(np.sqrt(labels.size / BACKGROUND_SAMPLE)))
-    background = gray[::step, ::step][labels[::step, ::step] == 0]
-    del gray
+    background = []
+    for rows in _bands(labels.shape[0]):
+        band = labels[rows]
+        gray = (image_yxc[rows].mean(axis=-1, dtype=np.float32) - low) / max(high - low, 1e-6)
+        # background sample: the image-wide grid of every step-th row and column
+        first = (-rows.start) % step
+        background.append(gray[first::step, ::step][band[first::step, ::step] == 0])
+        y, x = np.mgrid[rows, 0 : labels.shape[1]].astype(np.float64)
+        sums.add(band, {"foreground": sigmoid(outputs[0][rows]), "distance": sigmoid(outputs[1][rows]),
+                        "contact": sigmoid(outputs[2][rows]) if has_contacts else np.zeros(band.shape, np.float32),
+                        "gray": gray, "y": y, "x": x, "yy": y * y, "xx": x * x, "xy": x * y})
+    area = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
+    mean = {name: sums.sum[name][1:] / area[1:] for name in ("foreground", "distance", "contact", "gray")}
+    background = np.concatenate(background)
     level, spread = (float(np.median(background)), float(background.std())) if background.size else (0.0, 1.0)
-    contrast = (inside - level) / (spread + 1e-3)
+    # contrast: mean normalized intensity of the object against the background's level, in its spreads
+    contrast = (mean["gray"] - level) / (spread + 1e-3)
+    boxes = ndi.find_objects(labels)
+    extent = area[1:] / np.array([(b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes])
+    solidity = np.array([area[i] / convex_hull_image(labels[b] == i).sum() for i, b in enumerate(boxes, start=1)])
+    area = area[1:]
     columns = {
         "colour": np.full(count, float(is_colour(image_yxc))),
         "log_area": np.log(area * scale**2), "relative_area": area / np.median(area),
         "log_count": np.full(count, np.log(count)),
-        "solidity": shape[:, 0], "eccentricity": shape[:, 1], "extent": shape[:, 2],
-        "foreground_mean": foreground[0], "foreground_min": foreground[1],
-        "distance_mean": distance[0], "distance_max": distance[2],
-        "contact_mean": contact[0], "contact_max": contact[2],
+        "solidity": solidity, "eccentricity": _eccentricity(sums, np.r_[0.0, area]), "extent": extent,
+        "foreground_mean": mean["foreground"], "foreground_min": sums.min["foreground"][1:],
+        "distance_mean": mean["distance"], "distance_max": sums.max["distance"][1:],
+        "contact_mean": mean["contact"], "contact_max": sums.max["contact"][1:],
         "contrast": contrast, "abs_contrast": np.abs(contrast),
         "touching": _touching_fraction(labels, count),
     }

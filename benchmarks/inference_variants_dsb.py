@@ -8,8 +8,10 @@ Scores one package four ways, each image at the diameter the package itself esti
   get more pixels; the network was trained with ±30 % zoom);
 - ``ensemble``: the logits of a second package of the same schema averaged in.
 
-All variants go through the package's own post-processing defaults. AP@0.5 is averaged
-per image (see benchmarks/segmentation_dsb.py for the conventions).
+All variants go through the package's own post-processing defaults; for a package with an
+object filter each is scored a second time with the filter applied to its outputs (``+ filter``;
+the filter was fitted on plain outputs). AP@0.5 is averaged per image (see
+benchmarks/segmentation_dsb.py for the conventions).
 
 Usage: python benchmarks/inference_variants_dsb.py [--model nuclei] [--partner nuclei_fast]
 Writes benchmarks/results/inference_variants_dsb.{json,md}.
@@ -33,6 +35,7 @@ from segmentation_dsb import DATA, MODALITY_NAMES, RESULTS, SPLIT, score_image  
 from cytolens.io import read_image  # noqa: E402
 from cytolens.models import load  # noqa: E402
 from cytolens.tasks.segmentation import inference  # noqa: E402
+from cytolens.tasks.segmentation.object_filter import ObjectFilter  # noqa: E402
 
 SECOND_SCALE = 1.25
 
@@ -52,6 +55,8 @@ def main() -> None:
     if partner.meta["schema"] != package.meta["schema"]:
         sys.exit(f"the ensemble needs two packages of one schema; got {package.meta['schema']} "
                  f"and {partner.meta['schema']}")
+    object_filter = (ObjectFilter.from_dict(package.extras["object_filter"])
+                     if "object_filter" in package.extras else None)
     ids = json.loads(SPLIT.read_text())["val"]
     modality = pd.read_csv(DATA / "index.csv").set_index("id")["modality"].map(MODALITY_NAMES)
     rows, start = [], time.perf_counter()
@@ -74,9 +79,14 @@ def main() -> None:
             for name, outputs in variants.items():
                 labels = inference.postprocess_outputs(package, outputs, scale)
                 row[name] = score_image(truth, labels)["ap50"]
+                if object_filter is not None:
+                    kept = object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, scale)
+                    row[f"{name} + filter"] = score_image(truth, kept)["ap50"]
         rows.append(row)
     table = pd.DataFrame(rows).fillna(0.0)
     names = ["plain", "flips", "two scales", "ensemble"]
+    if object_filter is not None:
+        names += [f"{name} + filter" for name in names]
     summary = {"all": table[names].mean().to_dict(),
                **{m: g[names].mean().to_dict() for m, g in table.groupby("modality")}}
     report = {"data": f"DSB2018 stage1_train val split ({len(ids)} images, {SPLIT.name})", "model": args.model,

@@ -416,3 +416,20 @@ def test_a_split_that_comes_and_goes_is_merged_but_a_division_is_not():
     assert np.array_equal(merge_flickering_splits(neighbours), neighbours)
     with pytest.raises(InvalidParameterError, match="max_frames"):
         merge_flickering_splits(movie, max_frames=-1)
+
+
+def test_segment_movie_keeps_every_object_unless_asked_to_filter(monkeypatch):
+    import cytolens
+    from cytolens.data.synthetic import synthetic_nuclei
+
+    frame, _ = synthetic_nuclei(shape=(96, 96), n_nuclei=6, seed=1)
+    seen, real_segment = [], cytolens.segment
+
+    def fake_segment(image, **kwargs):
+        seen.append(kwargs["filter_objects"])
+        return real_segment(image, **kwargs)
+
+    monkeypatch.setattr(cytolens, "segment", fake_segment)
+    tracking.segment_movie(np.stack([frame, frame]), diameter=20)
+    tracking.segment_movie(np.stack([frame, frame]), diameter=20, filter_objects=True)
+    assert seen == [False, False, True, True]

@@ -85,8 +85,7 @@ def collect(package, config, ids):
 def main() -> None:
     package_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "src/cytolens/models/bundled/nuclei"
     config = load_config(sys.argv[2] if len(sys.argv) > 2 else HERE.parent / "nuclei_gpu" / "config.yaml")
-    (package_dir / "object_filter.json").unlink(missing_ok=True)  # features come from the unfiltered model
-    package = load(package_dir)
+    package = load(package_dir)  # segment_outputs never applies a filter already in the package
     if package.meta["schema"] not in ("deep_watershed", "contact_watershed"):
         sys.exit(f"object filters read foreground and distance outputs; {package.meta['schema']} has none")
     train_ids = load_split(config.data.split_file)["train"]

@@ -27,9 +27,10 @@ installed into its own venv under ``benchmarks/.venvs/`` by this script; peers t
 cannot be installed or run are recorded with the reason.
 
 Usage: nice -n 15 python benchmarks/tracking_ctc.py [--linking-only] [--peers laptrack,trackpy,btrack]
-           [--sequence 02] [--datasets Fluo-N2DH-SIM+,Fluo-N2DL-HeLa]
+           [--sequence 02] [--datasets Fluo-N2DH-SIM+,Fluo-N2DL-HeLa] [--filter-objects]
 Writes benchmarks/results/tracking_ctc.{json,md} (``tracking_ctc_<sequence>.*`` for a sequence other
-than 01; datasets are read from ``$CYTOLENS_SHARED_DATA/ctc_<dataset>/<sequence>[_GT]``). With
+than 01; a ``_filtered`` suffix with ``--filter-objects``, which segments with the object filter
+on; datasets are read from ``$CYTOLENS_SHARED_DATA/ctc_<dataset>/<sequence>[_GT]``). With
 ``--linking-only`` the end-to-end rows of the previous results file are kept, marked with the commit
 they were measured at.
 """
@@ -265,7 +266,7 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
             "AOGM": float(res["AOGM"]), "valid": int(res.get("Valid", 1) or 1)}
 
 
-def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
+def segmentation(root: Path, name: str, sequence: str, filter_objects: bool = False) -> np.ndarray:
     """Our own segmentation of every frame (cached per model version and the segmentation code)."""
     import hashlib
     import inspect
@@ -285,11 +286,12 @@ def segmentation(root: Path, name: str, sequence: str) -> np.ndarray:
     for module in (pipeline, consistency, inference, deep_watershed, contact_watershed, object_filter, training,
                    packages):
         digest.update(inspect.getsource(module).encode())
+    digest.update(b"filtered" if filter_objects else b"")
     cached = CACHE / f"{name}_{sequence}_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():
         return np.load(cached)
     frames = sorted((root / sequence).glob("t*.tif"))
-    labels = segment_movie(np.stack([read_image(f) for f in frames])).astype(np.uint16)
+    labels = segment_movie(np.stack([read_image(f) for f in frames]), filter_objects=filter_objects).astype(np.uint16)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(cached, labels)
     return labels
@@ -353,7 +355,8 @@ def markdown(report: dict) -> str:
              "Division F1 = BC(0).", ""]
     sequence = report.get("sequence", "01")
     for mode, title in (("linking", f"Linking only (detections = {sequence}_GT/TRA masks)"),
-                        ("end_to_end", "End to end (detections = cytolens.track.segment_movie defaults, bundled nuclei model)")):
+                        ("end_to_end", "End to end (detections = cytolens.track.segment_movie defaults, bundled nuclei model"
+                                       + (", object filter on" if report.get("filter_objects") else "") + ")")):
         if not any(mode in seq for seq in report["results"].values()):
             continue
         lines += [f"## {title}", ""]
@@ -395,12 +398,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sequence", default="01", help="CTC sequence number (01, 02, ...)")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="CTC dataset names, comma-separated")
+    parser.add_argument("--filter-objects", action="store_true",
+                        help="end to end with the object filter on (off by default for movies)")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     sequence = args.sequence
-    stem = "tracking_ctc" if sequence == "01" else f"tracking_ctc_{sequence}"
+    stem = ("tracking_ctc" if sequence == "01" else f"tracking_ctc_{sequence}") + (
+        "_filtered" if args.filter_objects else "")
     roots = {name: DATA / f"ctc_{name}" for name in args.datasets.split(",") if name}
-    report = {"machine": machine(), "seed": args.seed, "sequence": sequence, "results": {}, "notes": {}}
+    report = {"machine": machine(), "seed": args.seed, "sequence": sequence, "filter_objects": args.filter_objects,
+              "results": {}, "notes": {}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     available = {name: root for name, root in roots.items() if (root / f"{sequence}_GT" / "TRA").is_dir()}
     fitted = {} if args.no_learned or len(available) < 2 else learned_models(available, sequence, stem)
@@ -424,7 +431,7 @@ def main() -> None:
                     "end_to_end", earlier["machine"]["commit"])
         else:
             try:
-                labels = segmentation(root, name, sequence)
+                labels = segmentation(root, name, sequence, args.filter_objects)
             except Exception as exc:
                 report["notes"][f"{name} end to end"] = f"segmentation failed: {type(exc).__name__}: {exc}"
                 continue

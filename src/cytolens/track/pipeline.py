@@ -47,7 +47,7 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
 
     ``filter_objects`` is off for movies, unlike :func:`cytolens.segment`: the object filter
     was fitted on DSB2018 stills at gamma 1, and on the Cell Tracking Challenge movies it
-    drops real nuclei (``benchmarks/tracking_ctc.py`` end to end, with it / without it:
+    drops real nuclei (``benchmarks/tracking_ctc.py [--filter-objects]`` end to end, with it / without it:
     DET 0.985 / 0.988 on Fluo-N2DH-SIM+, 0.982 / 0.983 on Fluo-N2DH-GOWT1), and a nucleus
     missing from one frame breaks its track.
     """

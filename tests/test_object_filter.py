@@ -101,6 +101,11 @@ def test_filter_round_trip_and_foreign_features(tmp_path):
     data = json.loads((tmp_path / "object_filter.json").read_text())
     again = of.ObjectFilter.from_dict(data)
     assert again.threshold == 0.3 and again.model == original.model
+    for broken in ({**data, "model": {"init": 0.0}},
+                   {**data, "threshold": "high"},
+                   {**data, "model": {**data["model"], "trees": [{"feature": [0], "threshold": []}]}}):
+        with pytest.raises(InvalidParameterError, match="malformed object filter"):
+            of.ObjectFilter.from_dict(broken)
     data["features"] = data["features"][:-1]
     with pytest.raises(InvalidParameterError, match="other features"):
         of.ObjectFilter.from_dict(data)

@@ -39,6 +39,8 @@ from cytolens.tasks.segmentation._common import relabel_sequential, sigmoid
 FEATURES = ("colour", "log_area", "relative_area", "log_count", "solidity", "eccentricity", "extent",
             "foreground_mean", "foreground_min", "distance_mean", "distance_max", "contact_mean", "contact_max",
             "contrast", "abs_contrast", "touching")
+#: the arrays of one exported tree (scikit-learn's ``tree_`` names, shortened)
+TREE_KEYS = ("feature", "threshold", "left", "right", "value")
 #: rows of the label image handled at once, so whole-slide images need no extra full-size maps
 BAND_ROWS = 256
 #: at most this many background pixels (an even grid of them) give the background's level and spread
@@ -231,8 +233,15 @@ class ObjectFilter:
         if tuple(data.get("features", ())) != FEATURES:
             raise InvalidParameterError("this object filter was fitted on other features than this cytolens "
                                         f"computes ({data.get('features')}); refit it or upgrade cytolens")
-        return cls(features=list(data["features"]), threshold=float(data["threshold"]),
-                   model=BoostedTrees(**data["model"]), provenance=data.get("provenance", {}))
+        try:
+            model = BoostedTrees(**data["model"])
+            if not all(len(set(map(len, tree.values()))) == 1 and set(tree) == set(TREE_KEYS) for tree in model.trees):
+                raise ValueError("trees need equal-length lists " + ", ".join(TREE_KEYS))
+            return cls(features=list(data["features"]), threshold=float(data["threshold"]), model=model,
+                       provenance=data.get("provenance", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidParameterError(f"malformed object filter ({type(exc).__name__}: {exc}); refit it with "
+                                        "training/nuclei/fit_object_filter.py") from None
 
     def to_dict(self) -> dict:
         return {"features": self.features, "threshold": self.threshold, "provenance": self.provenance,

@@ -1,4 +1,4 @@
-"""``cytolens train``, ``cytolens tune`` and ``cytolens learning-curve`` (logic lives in :mod:`cytolens.train`)."""
+"""``cytolens train``, ``tune``, ``learning-curve`` and ``fit-object-filter`` (logic in :mod:`cytolens.train`)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,28 @@ def learning_curve_command(
     typer.echo(f"wrote {result.out_dir / 'learning_curve.csv'} and {result.plot}")
 
 
+@user_errors
+def fit_object_filter_command(
+    config: Path = typer.Argument(..., help="the training config of the model (its data and split are used)"),
+    package: Path | None = typer.Option(None, "--package", "-p", help="model package folder (default: the "
+                                                                      "config's output)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fit the object filter of a trained segmentation model on its train split (object_filter.json)."""
+    from cytolens.tasks.segmentation.object_filter_fit import fit_object_filter
+    from cytolens.train.config import load_config
+
+    loaded = load_config(config)
+    folder = package if package is not None else loaded.output
+    scores = fit_object_filter(folder, loaded, progress=not quiet)
+    typer.echo(f"wrote {Path(folder) / 'object_filter.json'}: threshold {scores['threshold']}, cross-validated "
+               f"AP@0.5 on train {scores['cv_ap50_without_filter']:.3f} -> "
+               f"{scores['cv_ap50_by_threshold'][str(scores['threshold'])]:.3f}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``tune`` and ``learning-curve`` to ``app``."""
+    """Add ``train``, ``tune``, ``learning-curve`` and ``fit-object-filter`` to ``app``."""
+    app.command("fit-object-filter")(fit_object_filter_command)
     app.command("train")(train_command)
     app.command("tune")(tune_command)
     app.command("learning-curve")(learning_curve_command)

@@ -203,3 +203,8 @@ def test_fit_object_filter_end_to_end_on_synthetic_data(tmp_path):
     with pytest.raises(InvalidParameterError, match="at least 5"):
         (tmp_path / "split.json").write_text(json.dumps({"train": ids[:3], "val": ids[3:], "test": []}))
         fit_object_filter(package, validate_config(config))
+    pixel_classes = tmp_path / "pixel_classes"
+    shutil.copytree(resolve("nuclei_pixel_classes"), pixel_classes)
+    with pytest.raises(InvalidParameterError, match="foreground and distance"):
+        fit_object_filter(pixel_classes, validate_config(config))
+    assert not (pixel_classes / "object_filter.json").exists()

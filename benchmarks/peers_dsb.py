@@ -61,6 +61,7 @@ import cytolens
 from cytolens.io import read_image
 from cytolens.models import load
 from cytolens.preprocess import rescale, resize_to
+from cytolens.tasks.segmentation.object_filter_fit import fit_object_filter
 from cytolens.tasks.segmentation.training import median_diameter, model_input
 
 CACHE = Path.home() / ".cache" / "cytolens-peers"
@@ -126,7 +127,7 @@ def parse_model(spec: str, head: str) -> tuple[str, str, bool]:
 
 
 def with_object_filter(package, log: Log):
-    """A copy of ``package`` with an object filter fitted on the train split (training/nuclei/fit_object_filter.py).
+    """A copy of ``package`` with an object filter fitted on the train split (``cytolens fit-object-filter``).
 
     The copy lives next to the committed package in the cache; the fit (~4 min for a width-16
     network on 2 cores) runs once and uses only the train images, like the network's training.
@@ -135,10 +136,8 @@ def with_object_filter(package, log: Log):
     if not (folder / "object_filter.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(package.path, folder)
-        (folder / "object_filter.json").unlink(missing_ok=True)
         log(f"fitting an object filter for {folder.name} on the train split")
-        subprocess.run([sys.executable, str(ROOT / "training" / "nuclei" / "fit_object_filter.py"), str(folder),
-                        str(ROOT / "training" / "nuclei" / "config.yaml")], check=True, capture_output=True)
+        fit_object_filter(folder, ROOT / "training" / "nuclei" / "config.yaml")
     return load(folder)
 
 

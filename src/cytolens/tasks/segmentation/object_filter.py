@@ -66,6 +66,7 @@ class _ObjectSums:
 
     def __init__(self, count: int, names: tuple[str, ...], extremes: tuple[str, ...]) -> None:
         self.count = count
+        self.area = np.zeros(count + 1)
         self.sum = {name: np.zeros(count + 1) for name in names}
         self.min = {name: np.full(count + 1, np.inf) for name in extremes}
         self.max = {name: np.full(count + 1, -np.inf) for name in extremes}
@@ -75,6 +76,7 @@ class _ObjectSums:
         inside = np.flatnonzero(flat)
         if len(inside) == 0:
             return
+        self.area += np.bincount(flat, minlength=self.count + 1)
         # one sort of the band's object pixels by label serves every map's minima and maxima
         order = inside[np.argsort(flat[inside], kind="stable")]
         sorted_labels = flat[order]
@@ -90,9 +92,9 @@ class _ObjectSums:
             self.max[name][present] = np.maximum(self.max[name][present], np.maximum.reduceat(ordered, starts))
 
 
-def _eccentricity(sums: _ObjectSums, area: np.ndarray) -> np.ndarray:
+def _eccentricity(sums: _ObjectSums) -> np.ndarray:
     """Eccentricity of the ellipse with the same second moments (as ``skimage.measure.regionprops``)."""
-    n = area[1:]
+    n = sums.area[1:]
     mean_y, mean_x = sums.sum["y"][1:] / n, sums.sum["x"][1:] / n
     var_y = sums.sum["yy"][1:] / n - mean_y**2
     var_x = sums.sum["xx"][1:] / n - mean_x**2
@@ -150,7 +152,7 @@ def object_features(labels: np.ndarray, outputs: np.ndarray, image_yxc: np.ndarr
         sums.add(band, {"foreground": sigmoid(outputs[0][rows]), "distance": sigmoid(outputs[1][rows]),
                         "contact": sigmoid(outputs[2][rows]) if has_contacts else np.zeros(band.shape, np.float32),
                         "gray": gray, "y": y, "x": x, "yy": y * y, "xx": x * x, "xy": x * y})
-    area = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
+    area = sums.area
     mean = {name: sums.sum[name][1:] / area[1:] for name in ("foreground", "distance", "contact", "gray")}
     background = np.concatenate(background)
     level, spread = (float(np.median(background)), float(background.std())) if background.size else (0.0, 1.0)
@@ -164,7 +166,7 @@ def object_features(labels: np.ndarray, outputs: np.ndarray, image_yxc: np.ndarr
         "colour": np.full(count, float(is_colour(image_yxc))),
         "log_area": np.log(area * scale**2), "relative_area": area / np.median(area),
         "log_count": np.full(count, np.log(count)),
-        "solidity": solidity, "eccentricity": _eccentricity(sums, np.r_[0.0, area]), "extent": extent,
+        "solidity": solidity, "eccentricity": _eccentricity(sums), "extent": extent,
         "foreground_mean": mean["foreground"], "foreground_min": sums.min["foreground"][1:],
         "distance_mean": mean["distance"], "distance_max": sums.max["distance"][1:],
         "contact_mean": mean["contact"], "contact_max": sums.max["contact"][1:],

@@ -29,6 +29,7 @@ import numpy as np
 
 from cytolens.errors import InvalidParameterError
 from cytolens.io import read_image
+from cytolens.metrics import iou_matrix
 from cytolens.models import load
 from cytolens.tasks.segmentation.inference import as_yxc, segment_outputs, tile_preparer
 from cytolens.tasks.segmentation.object_filter import FEATURES, BoostedTrees, ObjectFilter, object_features
@@ -43,13 +44,12 @@ SCHEMAS_WITH_FILTERS = ("deep_watershed", "contact_watershed")
 
 
 def best_iou_per_object(truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """For objects 1..labels.max(), the highest IoU with any true object (0 when none overlaps)."""
-    n_true, n_pred = int(truth.max()) + 1, int(labels.max()) + 1
-    overlap = np.bincount(truth.ravel().astype(np.int64) * n_pred + labels.ravel(),
-                          minlength=n_true * n_pred).reshape(n_true, n_pred)
-    union = overlap.sum(1)[:, None] + overlap.sum(0)[None, :] - overlap
-    iou = (overlap / np.maximum(union, 1))[1:, 1:]
-    return iou.max(axis=0) if n_true > 1 else np.zeros(n_pred - 1)
+    """For objects 1..labels.max() (sequential), the highest IoU with any true object (0 when none overlaps)."""
+    iou, _, pred_ids = iou_matrix(truth, labels)
+    best = np.zeros(int(labels.max()))
+    if iou.shape[0]:
+        best[pred_ids - 1] = iou.max(axis=0)
+    return best
 
 
 def mean_image_ap(matched: np.ndarray, keep: np.ndarray, image: np.ndarray, n_true: dict) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from itertools import pairwise
 from pathlib import Path
 
@@ -323,3 +324,32 @@ def test_stain_jitter_changes_stained_crops_and_leaves_grayscale_crops_gray():
             assert not torch.allclose(jittered, plain, atol=1e-3)
         else:
             assert torch.equal(jittered, plain) and torch.equal(jittered[0], jittered[1])
+
+
+def test_bfloat16_precision_trains_like_float32_and_is_validated(tmp_path):
+    dtypes = []
+
+    def run(precision: str) -> list[dict]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
+        x = torch.linspace(-1, 1, 2 * 16 * 16).reshape(2, 1, 16, 16)
+        config = LoopConfig(epochs=3, learning_rate=0.02, warmup_epochs=0, patience=0, precision=precision)
+
+        def validate(net):
+            out = net(x)  # under the loop's autocast: bfloat16 when asked for and supported
+            dtypes.append(out.dtype)
+            return {"val_loss": float(torch.nn.functional.mse_loss(out.float(), 2 * x))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a CPU without native bfloat16 warns and stays in float32
+            return fit(model, torch.nn.functional.mse_loss, lambda epoch: [(x, 2 * x)] * 8, validate, config,
+                       tmp_path / precision, progress=False)
+
+    from cytolens.train.loop import bfloat16_is_fast
+
+    full, mixed = run("float32"), run("bfloat16")
+    assert full[-1]["val_loss"] < full[0]["val_loss"] and mixed[-1]["val_loss"] < mixed[0]["val_loss"]
+    assert abs(mixed[-1]["val_loss"] - full[-1]["val_loss"]) < 0.1 * full[0]["val_loss"]
+    fast = bfloat16_is_fast(torch.device("cpu"))
+    assert dtypes == [torch.float32] * 3 + [torch.bfloat16 if fast else torch.float32] * 3
+    with pytest.raises(InvalidParameterError, match="invalid config: optimization.precision"):
+        validate_config(config_with(optimization={"precision": "float16"}))

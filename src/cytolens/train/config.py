@@ -145,6 +145,8 @@ class OptimizationConfig(_Strict):
     patience: int = Field(10, ge=0, description="early stopping on validation loss; 0 = off")
     max_minutes: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = a CUDA GPU when there is one")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32", description="bfloat16 = mixed precision: ~3x faster on CPUs with AVX-512 BF16 and on recent GPUs")
     workers: int = Field(0, ge=0, le=64, description="processes that make augmented batches; 0 = the training one")
 
 

@@ -22,10 +22,12 @@ into a sentence that says so, and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ class LoopConfig:
     max_minutes: float | None = None  # stop (and keep the best) after this wall time
     overfit_tolerance: float = 0.1  # flag when val_loss rises this much (relative) above its best
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+    precision: str = "float32"  # "float32", or "bfloat16": mixed precision (bfloat16 compute, float32 weights)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -68,6 +71,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise InvalidParameterError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
+
+
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (CUDA GPUs from Ampere on; CPUs with AVX-512 BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def compute_precision(config: LoopConfig, device: torch.device):
+    """A context manager factory for the forward passes: autocast to bfloat16, or nothing.
+
+    Mixed precision keeps the weights and the optimizer in float32 and runs the
+    convolutions in bfloat16 (3x faster training on a CPU with AVX-512 BF16). On
+    hardware without native bfloat16 it would be slower than float32, so training
+    warns and stays in float32 there.
+    """
+    if config.precision not in ("float32", "bfloat16"):
+        raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {config.precision!r}")
+    if config.precision == "bfloat16" and not bfloat16_is_fast(device):
+        warnings.warn(f"this {device.type.upper()} has no native bfloat16 support; training in float32 instead",
+                      stacklevel=3)
+    elif config.precision == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def seed_everything(seed: int) -> None:
@@ -162,9 +190,12 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    model.to(device)
+    # oneDNN's CPU convolutions run ~1.5x faster on channels-last (NHWC) tensors, forward and backward
+    memory_format = torch.channels_last if device.type == "cpu" else torch.preserve_format
+    model.to(device, memory_format=memory_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training crops have one size: let cuDNN pick its fastest kernels
+    autocast = compute_precision(config, device)
     optimizer = make_optimizer(model, config)
     history: list[dict] = []
     best_loss, best_epoch = math.inf, -1
@@ -192,15 +223,19 @@ def fit(
             iterator = tqdm(iterator, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         for inputs, targets in iterator:
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=memory_format)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs), targets)
+            with autocast():
+                outputs = model(inputs)
+            loss = loss_fn(outputs.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             scores = validate(model)
         train_loss = float(np.mean(losses)) if losses else float("nan")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, **{k: float(v) for k, v in scores.items()}}

@@ -240,7 +240,7 @@ def network_predictor(model: torch.nn.Module):
     def predict(tile: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             out = model(torch.from_numpy(np.ascontiguousarray(tile))[None].to(device))[0]
-            return out.contiguous().cpu().numpy()
+            return out.float().contiguous().cpu().numpy()  # float(): bfloat16 under autocast has no numpy dtype
     return predict
 
 
@@ -604,7 +604,8 @@ def fit_segmentation(config, data: SegmentationData | None = None, *, progress: 
     loop = LoopConfig(epochs=opt.epochs, optimizer=opt.optimizer, learning_rate=opt.learning_rate,
                       momentum=opt.momentum, weight_decay=opt.weight_decay, schedule=opt.schedule,
                       warmup_epochs=opt.warmup_epochs, patience=opt.patience, seed=config.seed,
-                      max_minutes=opt.max_minutes, device=opt.device)
+                      max_minutes=opt.max_minutes, device=opt.device,
+                      precision=opt.precision)
     work = Path(work_dir) if work_dir is not None else Path(str(config.output) + ".work")
     _prepare_work_dir(work, config, resume, progress)
     hook = freeze_encoder_hook(config.freeze_encoder_epochs) if parent is not None else None

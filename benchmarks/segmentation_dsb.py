@@ -18,7 +18,8 @@ Usage: python benchmarks/segmentation_dsb.py [--models nuclei nuclei_pixel_class
 Writes benchmarks/results/segmentation_dsb.{json,md} and the scores into each bundled model.json.
 ``--split val`` scores the val split instead (for choosing settings without looking at
 test; written to segmentation_dsb_val.*, never into model.json); ``--gamma G`` applies an
-input gamma to every image (results get a ``_gammaG`` suffix).
+input gamma to every image (results get a ``_gammaG`` suffix); ``--precision bfloat16`` runs the
+networks in mixed precision (suffix ``_bfloat16``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +77,13 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true", help="also score test-time augmentation (flips)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--gamma", type=float, default=1.0, help="input gamma for every image")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="network precision for every image")
     args = parser.parse_args()
     stem = "segmentation_dsb" + ("_val" if args.split == "val" else "") + (
-        f"_gamma{args.gamma:g}" if args.gamma != 1.0 else "")
-    official = args.split == "test" and args.gamma == 1.0 and args.limit is None and not args.no_write_model
+        f"_gamma{args.gamma:g}" if args.gamma != 1.0 else "") + ("_bfloat16" if args.precision == "bfloat16" else "")
+    official = (args.split == "test" and args.gamma == 1.0 and args.precision == "float32" and args.limit is None
+                and not args.no_write_model)
     if not DATA.is_dir():
         sys.exit(f"DSB2018 data not found at {DATA}")
     ids = json.loads(SPLIT.read_text())[args.split][: args.limit]
@@ -96,20 +101,18 @@ def main() -> None:
         for image_id in ids:
             image = read_image(DATA / "images" / f"{image_id}.tif")
             truth = read_image(DATA / "labels_lopuhin_fixed" / f"{image_id}.tif")
-            estimated = score_image(truth, cytolens.segment(image, package, gamma=args.gamma))
-            oracle = score_image(truth, cytolens.segment(image, package, diameter=median_diameter(truth),
-                                                         gamma=args.gamma))
+            segment = partial(cytolens.segment, image, package, gamma=args.gamma, precision=args.precision)
+            estimated = score_image(truth, segment())
+            oracle = score_image(truth, segment(diameter=median_diameter(truth)))
             row = {"id": image_id, "modality": modality[image_id], **estimated,
                    **{f"oracle_{k}": v for k, v in oracle.items()}}
             if args.augment:
-                augmented = score_image(truth, cytolens.segment(image, package, augment=True, gamma=args.gamma))
-                row.update({f"augment_{k}": v for k, v in augmented.items()})
+                row.update({f"augment_{k}": v for k, v in score_image(truth, segment(augment=True)).items()})
             if "object_filter" in package.extras:  # what the object classifier adds
-                unfiltered = score_image(truth, cytolens.segment(image, package, filter_objects=False,
-                                                                 gamma=args.gamma))
+                unfiltered = score_image(truth, segment(filter_objects=False))
                 row.update({f"unfiltered_{k}": v for k, v in unfiltered.items()})
             if package.meta["schema"] == "contact_watershed":  # what the contact channel adds at inference
-                plain = score_image(truth, cytolens.segment(image, package, contact_weight=0.0, gamma=args.gamma))
+                plain = score_image(truth, segment(contact_weight=0.0))
                 row.update({f"nocontact_{k}": v for k, v in plain.items()})
             rows.append(row)
         seconds = time.perf_counter() - start
@@ -137,11 +140,13 @@ def main() -> None:
             (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         print(json.dumps({name: result}, indent=1))
     report["gamma"] = args.gamma
+    report["precision"] = args.precision
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# Segmentation on DSB2018 — {report['data']}", "",
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, no GPU; "
              f"commit {report['machine']['commit']}. Diameter estimated unless stated"
-             + (f"; input gamma {args.gamma:g} for every image." if args.gamma != 1.0 else "."), "",
+             + (f"; input gamma {args.gamma:g} for every image" if args.gamma != 1.0 else "")
+             + ("; networks in bfloat16 mixed precision." if args.precision == "bfloat16" else "."), "",
              "| model (schema) | subset | images | AP@0.5 | AP@0.75 | Kaggle score | AP@0.5 pooled |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, result in report["models"].items():

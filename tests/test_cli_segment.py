@@ -57,6 +57,7 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
         (("segment", "{image}", "-o", "out", "--model", "nope"), "unknown model"),
         (("segment", "{image}", "-o", "out", "--diameter", "-2"), "diameter"),
         (("segment", "{image}", "-o", "out", "--gamma", "0"), "gamma"),
+        (("segment", "{image}", "-o", "out", "--precision", "half"), "precision must be"),
         (("segment", "{image}", "-o", "out", "--param", "marker_threshold"), "expected NAME=NUMBER"),
         (("segment", "{image}", "-o", "out", "--param", "marker_threshold=high"), "expected NAME=NUMBER"),
         (("segment", "{image}", "-o", "out", "--param", "flow_threshold=0.4"), "unknown post-processing"),

@@ -31,6 +31,18 @@ def test_segment_finds_synthetic_nuclei(nuclei, sample):
     assert ap50(truth, labels) > 0.8
 
 
+def test_bfloat16_precision_finds_the_same_nuclei(nuclei, sample):
+    import warnings
+
+    image, truth = sample
+    full = cytolens.segment(image, nuclei, diameter=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without native bfloat16 warns and runs float32
+        mixed = cytolens.segment(image, nuclei, diameter=20, precision="bfloat16")
+    assert mixed.dtype == np.uint32 and ap50(truth, mixed) > 0.8
+    assert ap50(full, mixed) > 0.95
+
+
 def test_tiled_and_untiled_agree(nuclei):
     image, _ = synthetic_nuclei(shape=(700, 650), n_nuclei=120, seed=5)
     untiled = cytolens.segment(image, nuclei, diameter=20, tile_size=768)
@@ -94,7 +106,8 @@ def test_bad_images_raise_clear_errors(nuclei, bad, message):
 
 
 @pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"tile_size": 16},
-                                    {"overlap": 400}, {"gamma": 0.0}, {"gamma": float("nan")}, {"gamma": 50}])
+                                    {"overlap": 400}, {"gamma": 0.0}, {"gamma": float("nan")}, {"gamma": 50},
+                                    {"precision": "float16"}])
 def test_bad_parameters_raise_clear_errors(nuclei, sample, kwargs):
     with pytest.raises(InvalidParameterError):
         cytolens.segment(sample[0], nuclei, **kwargs)

@@ -344,7 +344,7 @@ def test_bfloat16_precision_trains_like_float32_and_is_validated(tmp_path):
             return fit(model, torch.nn.functional.mse_loss, lambda epoch: [(x, 2 * x)] * 8, validate, config,
                        tmp_path / precision, progress=False)
 
-    from cytolens.train.loop import bfloat16_is_fast
+    from cytolens.nn.precision import bfloat16_is_fast
 
     full, mixed = run("float32"), run("bfloat16")
     assert full[-1]["val_loss"] < full[0]["val_loss"] and mixed[-1]["val_loss"] < mixed[0]["val_loss"]

@@ -45,6 +45,8 @@ def segment(
     filter_objects: bool = typer.Option(True, "--filter-objects/--keep-all-objects",
                                         help="Drop objects the model's object classifier judges spurious "
                                              "(when the model has one)."),
+    precision: str = typer.Option("float32", help="float32, or bfloat16: mixed precision, ~2x faster on CPUs "
+                                                  "with AVX-512 BF16 (slightly different results)."),
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
@@ -78,7 +80,7 @@ def segment(
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         image = read_image(image_path)
         labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                             gamma=gamma, filter_objects=filter_objects, **extra)
+                             gamma=gamma, filter_objects=filter_objects, precision=precision, **extra)
         labels_path, table_path = _outputs_for(image_path, output)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)

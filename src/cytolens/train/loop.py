@@ -22,12 +22,10 @@ into a sentence that says so, and what to do.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from cytolens.errors import InvalidParameterError
+from cytolens.nn.precision import autocast_for
 
 
 @dataclass
@@ -71,31 +70,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise InvalidParameterError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
-
-
-def bfloat16_is_fast(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 natively (CUDA GPUs from Ampere on; CPUs with AVX-512 BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def compute_precision(config: LoopConfig, device: torch.device):
-    """A context manager factory for the forward passes: autocast to bfloat16, or nothing.
-
-    Mixed precision keeps the weights and the optimizer in float32 and runs the
-    convolutions in bfloat16 (3x faster training on a CPU with AVX-512 BF16). On
-    hardware without native bfloat16 it would be slower than float32, so training
-    warns and stays in float32 there.
-    """
-    if config.precision not in ("float32", "bfloat16"):
-        raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {config.precision!r}")
-    if config.precision == "bfloat16" and not bfloat16_is_fast(device):
-        warnings.warn(f"this {device.type.upper()} has no native bfloat16 support; training in float32 instead",
-                      stacklevel=3)
-    elif config.precision == "bfloat16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def seed_everything(seed: int) -> None:
@@ -195,7 +169,7 @@ def fit(
     model.to(device, memory_format=memory_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training crops have one size: let cuDNN pick its fastest kernels
-    autocast = compute_precision(config, device)
+    autocast = autocast_for(config.precision, device)
     optimizer = make_optimizer(model, config)
     history: list[dict] = []
     best_loss, best_epoch = math.inf, -1

@@ -18,6 +18,7 @@ import numpy as np
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.models.package import ModelPackage
+from cytolens.nn.precision import autocast_for
 from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation.object_filter import ObjectFilter
@@ -224,17 +225,20 @@ def _require_segmentation(package: ModelPackage) -> None:
 
 def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
                   tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
-                  filter_objects: bool = True, **postprocess) -> np.ndarray:
+                  filter_objects: bool = True, precision: str = "float32", **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background).
 
     With ``filter_objects`` and an object filter in the package (``object_filter.json``),
     objects its classifier judges spurious are dropped (see :mod:`.object_filter`).
+    ``precision="bfloat16"`` runs the network in mixed precision (see :mod:`cytolens.nn.precision`).
     """
     _require_segmentation(package)
+    autocast = autocast_for(precision, next(package.network.parameters()).device)
     image_yxc = as_yxc(image)
     prep = tile_preparer(package, image_yxc, gamma)
-    outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter, tile_size, overlap, augment,
-                                             **postprocess)
+    with autocast():
+        outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter, tile_size, overlap, augment,
+                                                 **postprocess)
     if outputs is None or not filter_objects or "object_filter" not in package.extras:
         return labels
     object_filter = ObjectFilter.from_dict(package.extras["object_filter"])

@@ -59,7 +59,8 @@ def style_of(network: torch.nn.Module, image_chw: np.ndarray) -> np.ndarray:
     if pad_y or pad_x:
         crop = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
     with torch.no_grad():
-        return network.style(torch.from_numpy(np.ascontiguousarray(crop, np.float32))[None])[0].numpy()
+        style = network.style(torch.from_numpy(np.ascontiguousarray(crop, np.float32))[None])[0]
+        return style.float().numpy()  # float(): the style is bfloat16 under autocast
 
 
 def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

@@ -205,8 +205,11 @@ def test_track_movie_segments_each_frame(monkeypatch):
 
     calls = []
 
-    def fake_segment(image, model="nuclei", diameter=None, gamma=1.0, **kwargs):
+    precisions = []
+
+    def fake_segment(image, model="nuclei", diameter=None, gamma=1.0, precision="float32", **kwargs):
         calls.append((image.shape, gamma))
+        precisions.append(precision)
         return label(image > 0.5)
 
     monkeypatch.setattr(cytolens, "segment", fake_segment, raising=False)
@@ -223,6 +226,12 @@ def test_track_movie_segments_each_frame(monkeypatch):
     calls.clear()
     tracking.track(raw, diameter=6, gamma=0.9)
     assert {gamma for _, gamma in calls} == {0.9}
+    assert set(precisions) == {"float32"}
+    precisions.clear()
+    tracking.track(raw, diameter=6, precision="bfloat16")  # handed on to every frame's segmentation
+    assert precisions == ["bfloat16"] * len(raw)
+    with pytest.raises(InvalidParameterError, match="precision"):
+        tracking.track(raw, diameter=6, precision="float16")
 
 
 # --- config and solver -------------------------------------------------------------------
@@ -341,6 +350,11 @@ def test_cli_reads_a_folder_of_masks_and_reports_bad_input(tmp_path):
     assert "error:" in bad.output and "shape" in bad.output and "Traceback" not in bad.output
     neither = runner.invoke(app, ["track", "-o", str(tmp_path / "o3")])
     assert neither.exit_code == 1 and "error:" in neither.output
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, (division_movie() > 0).astype(np.uint8) * 200)
+    half = runner.invoke(app, ["track", str(movie), "-o", str(tmp_path / "o4"), "--precision", "half"])
+    assert half.exit_code == 1 and "precision must be" in half.output and "Traceback" not in half.output
+    assert not (tmp_path / "o4").exists()
 
 
 @pytest.mark.parametrize("frames", [3, 4])

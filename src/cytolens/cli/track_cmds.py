@@ -44,6 +44,8 @@ def track_command(
     diameter: float | None = typer.Option(None, help="Object diameter in pixels; estimated when omitted."),
     gamma: float | None = typer.Option(None, help="Input gamma when segmenting MOVIE (default 0.67 for "
                                                   "fluorescence, 1 otherwise)."),
+    precision: str = typer.Option("float32", help="float32, or bfloat16: mixed precision when segmenting MOVIE, "
+                                                  "~2x faster on CPUs with AVX-512 BF16."),
     max_gap: int = typer.Option(2, help="Missed frames a track may bridge (0 = no gap closing)."),
     search_radius: float | None = typer.Option(None, help="Largest frame-to-frame move in pixels; estimated "
                                                              "when omitted."),
@@ -86,7 +88,7 @@ def track_command(
         result = tracking.track(labels=tracking.read_label_movie(labels), progress=not quiet, **settings)
     else:
         result = tracking.track(_read_movie(movie), model=model, diameter=diameter, gamma=gamma,
-                                progress=not quiet, **settings)
+                                precision=precision, progress=not quiet, **settings)
     result.to_ctc(output, overwrite=overwrite)
     write_table(output / "tracks.csv", result.to_table(), overwrite=overwrite)
     _, graph = result.to_napari()

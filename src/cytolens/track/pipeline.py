@@ -30,7 +30,7 @@ FLUORESCENCE_MOVIE_GAMMA = 0.67
 
 def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
                   progress: bool = False, merge_flicker: int = 2, gamma: float | None = None,
-                  filter_objects: bool = False, **postprocess) -> np.ndarray:
+                  filter_objects: bool = False, precision: str = "float32", **postprocess) -> np.ndarray:
     """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels.
 
     When ``diameter`` is None it is estimated once, as the median over the first,
@@ -50,11 +50,17 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     drops real nuclei (``benchmarks/tracking_ctc.py [--filter-objects]`` end to end, with it / without it:
     DET 0.985 / 0.988 on Fluo-N2DH-SIM+, 0.982 / 0.983 on Fluo-N2DH-GOWT1), and a nucleus
     missing from one frame breaks its track.
+
+    ``precision="bfloat16"`` segments the frames in mixed precision (:mod:`cytolens.nn.precision`);
+    the one diameter estimate stays float32.
     """
     import cytolens
     from cytolens.models import load
     from cytolens.tasks.segmentation.inference import estimate_diameter, has_dark_background
+    from cytolens.nn.precision import PRECISIONS
 
+    if precision not in PRECISIONS:  # before any frame is segmented
+        raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     movie = np.asarray(movie)
     if movie.ndim not in (3, 4):
         raise InvalidImageError(f"a movie must be (T, Y, X) or (T, Y, X, C); got shape {movie.shape}")
@@ -73,7 +79,7 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     wrap = _progress(progress)
     frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
     labels = np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
-                                        filter_objects=filter_objects, **postprocess)
+                                        filter_objects=filter_objects, precision=precision, **postprocess)
                        for t in frames])
     return merge_flickering_splits(labels, max_frames=merge_flicker)
 
@@ -81,7 +87,7 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,
           detections: pd.DataFrame | None = None, config: TrackingConfig | dict | None = None,
           model: str | os.PathLike = "nuclei", diameter: float | None = None, gamma: float | None = None,
-          progress: bool = False, **settings) -> TrackingResult:
+          precision: str = "float32", progress: bool = False, **settings) -> TrackingResult:
     """Follow every cell through a movie, divisions included.
 
     Give one of: ``movie`` alone (each frame is segmented with ``model``, then linked),
@@ -98,9 +104,9 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         One row per object per frame.
     config : TrackingConfig or dict, optional
         Linking settings; keyword ``settings`` override single fields (e.g. ``max_gap=0``).
-    model, diameter, gamma
-        Segmentation model, object diameter and input gamma (:func:`segment_movie`),
-        used only when segmenting ``movie``.
+    model, diameter, gamma, precision
+        Segmentation model, object diameter, input gamma and network precision
+        (:func:`segment_movie`), used only when segmenting ``movie``.
     progress : bool
         Show progress bars.
 
@@ -129,7 +135,8 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         linked = link(table, cfg, progress=_progress(progress))
         return TrackingResult(linked, None, linked.attrs.get("config", {}))
     if labels is None:
-        labels = segment_movie(movie, model=model, diameter=diameter, gamma=gamma, progress=progress)
+        labels = segment_movie(movie, model=model, diameter=diameter, gamma=gamma, precision=precision,
+                               progress=progress)
         if not np.asarray(labels).any():
             raise InvalidImageError("segmentation found no objects in any frame: check the model and the diameter")
     movie_labels = as_label_movie(labels)

@@ -40,7 +40,7 @@ from _machine import machine  # noqa: E402
 import cytolens  # noqa: E402
 from cytolens.io import read_image  # noqa: E402
 from cytolens.metrics import match_thresholds  # noqa: E402
-from cytolens.models import load, resolve  # noqa: E402
+from cytolens.models import load, resolve, update_meta  # noqa: E402
 from cytolens.tasks.segmentation.training import median_diameter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,12 +132,10 @@ def main() -> None:
         report["models"][name] = result
         table.to_csv(RESULTS / f"{stem}_{Path(name).name}_per_image.csv", index=False)  # name may be a path
         if official:
-            folder = resolve(name)
-            meta = json.loads((folder / "model.json").read_text())
-            meta["validation"] = {"data": report["data"], "diameter": "estimated (diameter=None)",
-                                  "overall": result["overall"], "per_modality": result["per_modality"],
-                                  "script": "benchmarks/segmentation_dsb.py", "machine": report["machine"]["cpu"]}
-            (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+            scores = {"data": report["data"], "diameter": "estimated (diameter=None)",
+                      "overall": result["overall"], "per_modality": result["per_modality"],
+                      "script": "benchmarks/segmentation_dsb.py", "machine": report["machine"]["cpu"]}
+            update_meta(resolve(name), lambda meta, scores=scores: meta.update(validation=scores))
         print(json.dumps({name: result}, indent=1))
     report["gamma"] = args.gamma
     report["precision"] = args.precision

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cytolens.io import read_image
-from cytolens.models import load
+from cytolens.models import load, update_meta
 from cytolens.tasks.segmentation.size_model import fit_size_model, style_of
 from cytolens.tasks.segmentation.training import median_diameter, model_input
 from cytolens.train.config import load_config
@@ -50,9 +50,7 @@ def main() -> None:
     scores = {"train_images": len(train), "val_images": len(errors), "median_abs_log_error": float(np.median(errors)),
               "within_20_percent": float(np.mean(errors < np.log(1.2))), "alpha": size_model.alpha}
     size_model.save(package_dir / "size_model.json")
-    meta = json.loads((package_dir / "model.json").read_text())
-    meta.setdefault("training", {})["size_model"] = scores
-    (package_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    update_meta(package_dir, lambda meta: meta.setdefault("training", {}).update(size_model=scores))
     print(json.dumps(scores, indent=1))
 
 

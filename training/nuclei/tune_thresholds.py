@@ -14,7 +14,6 @@ defaults in model.json, with the grid's scores recorded next to them.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from cytolens.io import read_image
 from cytolens.metrics import match
-from cytolens.models import load
+from cytolens.models import load, update_meta
 from cytolens.tasks.segmentation.inference import (
     as_yxc,
     postprocess_outputs,
@@ -69,12 +68,13 @@ def main() -> None:
             results.append({**params, "augment": augment, "val_ap50": float(np.mean(aps))})
             print(results[-1], flush=True)
     best = max((r for r in results if not r["augment"]), key=lambda r: r["val_ap50"])
-    meta = json.loads((package_dir / "model.json").read_text())
-    meta["postprocess"].update({k: v for k, v in best.items() if k in grid})
-    meta.setdefault("training", {})["threshold_search"] = {"split": "val", "images": len(cached[False]),
-                                                           "metric": "mean per-image AP@0.5", "grid": results,
-                                                           "chosen": best}
-    (package_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    search = {"split": "val", "images": len(cached[False]), "metric": "mean per-image AP@0.5", "grid": results,
+              "chosen": best}
+
+    def record(meta: dict) -> None:
+        meta["postprocess"].update({k: v for k, v in best.items() if k in grid})
+        meta.setdefault("training", {})["threshold_search"] = search
+    update_meta(package_dir, record)
     print("chosen:", best)
 
 

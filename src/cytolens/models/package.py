@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cytolens.errors import UnknownModelError
+from cytolens.io.images import atomic_write
 from cytolens.nn import UNet
 
 FORMAT_VERSION = 1
@@ -85,6 +87,24 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 def read_meta(name_or_path: str | os.PathLike) -> dict:
     return json.loads((resolve(name_or_path) / "model.json").read_text())
+
+
+def update_meta(folder: str | os.PathLike, change: Callable[[dict], None]) -> dict:
+    """Let ``change`` edit a package folder's ``model.json`` in place; write it back atomically.
+
+    For the steps that run after training and record what they did (threshold search,
+    size model, object filter, test scores). Returns the new metadata.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()); _ = (folder / "model.json").write_text('{"name": "x"}')
+    >>> update_meta(folder, lambda meta: meta.setdefault("training", {}).update(epochs=3))
+    {'name': 'x', 'training': {'epochs': 3}}
+    """
+    path = Path(folder) / "model.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"), overwrite=True)
+    return meta
 
 
 def load(name_or_path: str | os.PathLike = "nuclei") -> ModelPackage:

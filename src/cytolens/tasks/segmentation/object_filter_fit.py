@@ -21,7 +21,6 @@ Example (``cytolens fit-object-filter my_config.yaml`` does the same)::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 from cytolens.errors import InvalidParameterError
 from cytolens.io import read_image
 from cytolens.metrics import iou_matrix
-from cytolens.models import load
+from cytolens.models import load, update_meta
 from cytolens.tasks.segmentation.inference import as_yxc, segment_outputs, tile_preparer
 from cytolens.tasks.segmentation.object_filter import FEATURES, BoostedTrees, ObjectFilter, object_features
 
@@ -141,9 +140,7 @@ def fit_object_filter(package_dir: str | os.PathLike, config, progress: bool = F
     ObjectFilter(features=list(FEATURES), threshold=threshold, model=trees,
                  provenance={"fitted_by": "cytolens.tasks.segmentation.object_filter_fit", **scores}
                  ).save(package_dir / "object_filter.json")
-    meta = json.loads((package_dir / "model.json").read_text())
-    meta.setdefault("training", {})["object_filter"] = scores
-    (package_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    update_meta(package_dir, lambda meta: meta.setdefault("training", {}).update(object_filter=scores))
     return scores
 
 

@@ -169,7 +169,7 @@ class SegmentationTrainConfig(_Strict):
     freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder of init_from frozen this many epochs")
     seed: int = 0
     weights_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="precision of the saved weights; float16 halves the package (inference runs in float32)")
+        "float32", description="precision of the saved weights; float16 halves the package (weights are loaded as float32)")
     output: Path = Field(description="folder of the model package to write")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -37,10 +37,15 @@ def bfloat16_is_fast(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:
-    """A factory of contexts for forward passes at ``precision`` ("float32" or "bfloat16") on ``device``."""
+def check_precision(precision: str) -> None:
+    """Raise :class:`InvalidParameterError` unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:
+    """A factory of contexts for forward passes at ``precision`` ("float32" or "bfloat16") on ``device``."""
+    check_precision(precision)
     if precision == "bfloat16" and bfloat16_is_fast(device):
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "bfloat16":

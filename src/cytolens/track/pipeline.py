@@ -56,11 +56,10 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     """
     import cytolens
     from cytolens.models import load
+    from cytolens.nn.precision import check_precision
     from cytolens.tasks.segmentation.inference import estimate_diameter, has_dark_background
-    from cytolens.nn.precision import PRECISIONS
 
-    if precision not in PRECISIONS:  # before any frame is segmented
-        raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    check_precision(precision)  # before any frame is segmented
     movie = np.asarray(movie)
     if movie.ndim not in (3, 4):
         raise InvalidImageError(f"a movie must be (T, Y, X) or (T, Y, X, C); got shape {movie.shape}")

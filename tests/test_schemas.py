@@ -212,6 +212,26 @@ def test_predicted_contacts_split_a_blob_whose_distance_has_one_peak():
     assert match(labels, split, 0.5).average_precision == 1.0
 
 
+def test_contact_emphasis_weighs_errors_at_contacts_only():
+    import torch
+
+    from cytolens.tasks.segmentation import contact_watershed
+    from cytolens.tasks.segmentation.training import make_loss
+
+    targets = torch.from_numpy(contact_watershed.targets(two_touching_squares()))[None]
+    contacts = targets[:, 2:3].bool().expand_as(targets)
+    right = 8 * (2 * targets - 1)
+    wrong_at_contacts, wrong_elsewhere = torch.where(contacts, -right, right), torch.where(contacts, right, -right)
+    plain, emphasis = make_loss("contact_watershed"), make_loss("contact_watershed", contact_emphasis=4.0)
+
+    def extra(loss, outputs):  # what the errors add to the loss of near-right outputs
+        return float(loss(outputs, targets) - loss(right, targets))
+
+    # an error elsewhere costs what it did; one at the contacts costs 1 + 4 times its cross-entropy
+    assert extra(emphasis, wrong_elsewhere) == pytest.approx(extra(plain, wrong_elsewhere), rel=1e-4)
+    assert extra(emphasis, wrong_at_contacts) > 2 * extra(plain, wrong_at_contacts)  # the Dice term is not weighed
+
+
 def test_contact_watershed_rejects_bad_parameters_and_shapes():
     from cytolens.tasks.segmentation import contact_watershed
 

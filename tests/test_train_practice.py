@@ -57,6 +57,8 @@ def test_bundled_nuclei_config_still_validates():
     ({"augmentation": {"preset": "confocal"}}, r"augmentation.preset: Input should be 'fluorescence', 'brightfield'"),
     ({"augmentation": {"scale_range": [1.5, 1.0]}}, r"scale_range must be 0 < low <= high"),
     ({"freeze_encoder_epochs": 2}, r"freeze_encoder_epochs needs init_from"),
+    ({"contact_emphasis": 4.0}, r"contact_emphasis needs schema: contact_watershed \(got deep_watershed\)"),
+    ({"schema": "contact_watershed", "contact_emphasis": -1}, r"contact_emphasis: Input should be greater than"),
     ({"data": {"val_images": "v"}}, r"give both val_images and val_labels"),
     ({"data": {"group_column": "donor"}}, r"need strata_csv"),
     ({"task": "colocalization"}, r"task: unknown task 'colocalization'; known: segmentation"),

@@ -167,6 +167,9 @@ class SegmentationTrainConfig(_Strict):
     init_from: str | None = Field(
         None, description="transfer learning: a bundled model name (e.g. 'nuclei') or a model package path")
     freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder of init_from frozen this many epochs")
+    contact_emphasis: float = Field(
+        0.0, ge=0, le=50, description="contact_watershed only: pixels where objects touch weigh 1 + this in the "
+        "cross-entropy (as U-Net's border weights), to train the network harder on separating touching objects")
     seed: int = 0
     weights_dtype: Literal["float32", "float16"] = Field(
         "float32", description="precision of the saved weights; float16 halves the package (weights are loaded as float32)")
@@ -180,6 +183,9 @@ class SegmentationTrainConfig(_Strict):
         if self.optimization.crop_size % divisor:
             raise ValueError(f"optimization.crop_size {self.optimization.crop_size} must be a multiple of "
                              f"2**architecture.depth = {divisor}")
+        if self.contact_emphasis and self.schema_ != "contact_watershed":
+            raise ValueError(f"contact_emphasis needs schema: contact_watershed (got {self.schema_}): "
+                             "only that schema has contact targets")
         if self.freeze_encoder_epochs and not self.init_from:
             raise ValueError("freeze_encoder_epochs needs init_from (a pretrained model whose encoder to keep)")
         return self

@@ -177,6 +177,20 @@ def test_estimated_diameter_follows_the_true_one(nuclei):
     assert 1.6 < large / small < 2.5
 
 
+def test_nuclei_in_one_region_of_a_large_image_are_found_with_the_diameter_estimated():
+    # the diameter of a large image is estimated on a few crops: they must be where the nuclei are
+    # (crops at fixed positions all fell on the empty background here, and nothing was found)
+    from cytolens.tasks.segmentation.inference import ESTIMATE_CROP
+
+    patch, truth_patch = synthetic_nuclei(shape=(400, 600), n_nuclei=40, seed=5)
+    image = np.full((2600, 600), np.median(patch), patch.dtype)
+    truth = np.zeros(image.shape, np.int32)
+    image[1100:1500], truth[1100:1500] = patch, truth_patch
+    assert image.shape[0] > 2 * ESTIMATE_CROP  # large enough to be estimated on crops
+    labels = cytolens.segment(image, "nuclei_fast")
+    assert ap50(truth, labels) > 0.8
+
+
 def test_size_model_round_trip(tmp_path):
     import torch
 

@@ -29,6 +29,8 @@ from cytolens.tasks.segmentation.training import network_predictor
 SCALE_TOLERANCE = 0.1
 #: side of the crops used to estimate the diameter of a large image
 ESTIMATE_CROP = 768
+#: how many crops (those with the most contrast) a large image's diameter is estimated on
+ESTIMATE_CROPS = 4
 
 
 def as_yxc(image: np.ndarray) -> np.ndarray:
@@ -162,16 +164,27 @@ def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float
 
 
 def _estimate_crops(image: np.ndarray) -> list[np.ndarray]:
+    """The image itself, or for a large image its ``ESTIMATE_CROPS`` windows with the most contrast.
+
+    Windows are picked by content, not by position: on a large, sparse image (a slide
+    with nuclei in one region) fixed positions can all fall on empty background, and
+    then no object is found and the whole image comes back empty.
+    """
     height, width = image.shape[:2]
     if height <= 2 * ESTIMATE_CROP and width <= 2 * ESTIMATE_CROP:
         return [image]
-    crops = []
-    for fy in (0.25, 0.75):
-        for fx in (0.25, 0.75):
-            y0 = int(np.clip(fy * height - ESTIMATE_CROP / 2, 0, max(height - ESTIMATE_CROP, 0)))
-            x0 = int(np.clip(fx * width - ESTIMATE_CROP / 2, 0, max(width - ESTIMATE_CROP, 0)))
-            crops.append(image[y0 : y0 + ESTIMATE_CROP, x0 : x0 + ESTIMATE_CROP])
-    return crops
+    windows = [(y, x) for y in _window_starts(height) for x in _window_starts(width)]
+    contrast = np.array([image[y : y + ESTIMATE_CROP, x : x + ESTIMATE_CROP].std() for y, x in windows])
+    chosen = np.sort(np.argsort(-contrast, kind="stable")[:ESTIMATE_CROPS])  # in reading order
+    return [image[y : y + ESTIMATE_CROP, x : x + ESTIMATE_CROP] for y, x in (windows[i] for i in chosen)]
+
+
+def _window_starts(length: int) -> list[int]:
+    """Starts of windows of side ``ESTIMATE_CROP`` that cover ``length`` pixels, the last one flush with the end."""
+    if length <= ESTIMATE_CROP:
+        return [0]
+    count = -(-length // ESTIMATE_CROP)
+    return np.linspace(0, length - ESTIMATE_CROP, count).round().astype(int).tolist()
 
 
 def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512, gamma: float = 1.0) -> float:

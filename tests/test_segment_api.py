@@ -98,6 +98,10 @@ def test_a_package_with_unknown_postprocessing_settings_is_refused(nuclei, sampl
         (np.random.default_rng(0).random((64, 64, 7)), "channels"),
         (np.random.default_rng(0).random((3, 64, 64)), "channels-first"),
         (np.array([["a", "b"], ["c", "d"]]), "non-numeric"),
+        (np.float32(3.0), "2D image"),
+        (np.arange(100.0), "2D image"),
+        (np.random.default_rng(0).random((64, 64)) * (1 + 1j), "complex"),
+        (np.random.default_rng(0).random((64, 64)) * 1e300, "beyond float32"),
     ],
 )
 def test_bad_images_raise_clear_errors(nuclei, bad, message):
@@ -105,12 +109,32 @@ def test_bad_images_raise_clear_errors(nuclei, bad, message):
         cytolens.segment(bad, nuclei)
 
 
-@pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"tile_size": 16},
+@pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"diameter": "20"},
+                                    {"diameter": True}, {"tile_size": 16},
                                     {"overlap": 400}, {"gamma": 0.0}, {"gamma": float("nan")}, {"gamma": 50},
-                                    {"precision": "float16"}])
+                                    {"precision": "float16"}, {"foreground_threshold": 2}, {"marker_threshold": -0.1},
+                                    {"contact_weight": "1"}, {"marker_dynamic": float("nan")}, {"min_size": -3},
+                                    {"min_size": 2.5}, {"smoothing": -1}])
 def test_bad_parameters_raise_clear_errors(nuclei, sample, kwargs):
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(InvalidParameterError, match=next(iter(kwargs)) if len(kwargs) == 1 else None):
         cytolens.segment(sample[0], nuclei, **kwargs)
+
+
+def test_a_bad_post_processing_setting_fails_before_the_network_runs(nuclei, sample, monkeypatch):
+    from cytolens.tasks.segmentation import inference
+
+    def network_must_not_run(*args, **kwargs):
+        raise AssertionError("the network ran before the settings were checked")
+
+    monkeypatch.setattr(inference, "predict_outputs", network_must_not_run)
+    with pytest.raises(InvalidParameterError, match="min_size"):
+        cytolens.segment(sample[0], nuclei, min_size=-1)
+
+
+def test_a_diameter_beyond_the_models_range_warns_and_says_what_was_done(nuclei, sample):
+    with pytest.warns(UserWarning, match=r"diameter 5000 px is outside what this model handles \(2 to 200 px\)"):
+        labels = cytolens.segment(sample[0], nuclei, diameter=5000)
+    assert labels.shape == sample[0].shape
 
 
 def test_dark_background_test_tells_fluorescence_from_stained(sample):

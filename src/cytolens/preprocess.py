@@ -54,15 +54,27 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     )
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an image for segmentation: finite, not empty, not constant."""
+    """Validate an image for segmentation: at least 2D, real, finite, not empty, not constant."""
     image = np.asarray(image)
+    if image.ndim < 2:
+        raise InvalidImageError(f"expected a 2D image (Y, X) or (Y, X, C); got an array of shape {image.shape}")
     if image.size == 0 or min(image.shape[:2]) < 1:
         raise InvalidImageError(f"image is empty (shape {image.shape})")
+    if np.issubdtype(image.dtype, np.complexfloating):
+        raise InvalidImageError(f"image is complex ({image.dtype}); give its magnitude or real part "
+                                "(numpy.abs(image) or image.real)")
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
         raise InvalidImageError(f"image has a non-numeric dtype {image.dtype}")
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise InvalidImageError("image contains NaN or infinite values; replace them first")
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise InvalidImageError("image contains NaN or infinite values; replace them first")
+        if image.dtype.itemsize > 4 and np.abs(image).max() > _FLOAT32_MAX:  # models compute in float32, where these become inf
+            raise InvalidImageError(f"image values reach {np.abs(image).max():.3g}, beyond float32's range "
+                                    f"({_FLOAT32_MAX:.3g}); rescale the image first")
     if image.min() == image.max():
         raise InvalidImageError("image is constant (all pixels equal): there is nothing to segment")
     return image

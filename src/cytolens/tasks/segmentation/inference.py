@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+import warnings
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from cytolens.tasks.segmentation.training import network_predictor
 
 #: rescaling by less than this relative amount is skipped (the network was trained with ±30 % zoom)
 SCALE_TOLERANCE = 0.1
+#: the resizing a model may apply to an image (target diameter / diameter is limited to this range)
+MIN_SCALE, MAX_SCALE = 0.1, 10.0
 #: side of the crops used to estimate the diameter of a large image
 ESTIMATE_CROP = 768
 #: how many crops (those with the most contrast) a large image's diameter is estimated on
@@ -44,8 +48,9 @@ def as_yxc(image: np.ndarray) -> np.ndarray:
         return image[..., :3]
     if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[2] > 4:
         raise InvalidImageError(
-            f"image of shape {image.shape} looks channels-first; give (Y, X) or (Y, X, C) "
-            "(numpy.moveaxis(image, 0, -1))")
+            f"image of shape {image.shape} looks channels-first or like a stack of {image.shape[0]} planes; "
+            "give (Y, X) or (Y, X, C) (channels-first: numpy.moveaxis(image, 0, -1); a stack: segment each "
+            "plane, or `cytolens track` for a movie)")
     raise InvalidImageError(
         f"expected a 2D image (Y, X) or (Y, X, C) with 1, 3 or 4 channels; got shape {image.shape}. "
         "For a stack, segment each plane; for other channel counts pick one channel.")
@@ -141,8 +146,16 @@ def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, 
     return resize_to(outputs, image_yxc.shape[:2], order=1)
 
 
-def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float, **overrides) -> np.ndarray:
-    """Labels from outputs, using the package's defaults updated by ``overrides``."""
+def postprocess_params(package: ModelPackage, overrides: dict) -> dict:
+    """The package's post-processing settings updated by ``overrides`` (None = keep), each checked.
+
+    >>> from cytolens.models import load
+    >>> postprocess_params(load("nuclei"), {"min_size": 20})["min_size"]
+    20
+    >>> postprocess_params(load("nuclei"), {"foreground_threshold": 2})
+    Traceback (most recent call last):
+    cytolens.errors.InvalidParameterError: foreground_threshold must be a number from 0 to 1, got 2
+    """
     schema = SCHEMAS[package.meta["schema"]]
     known = set(inspect.signature(schema.postprocess).parameters) - {"outputs"}
     params = dict(package.meta.get("postprocess", {}))
@@ -154,7 +167,30 @@ def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float
     if unknown:
         raise InvalidParameterError(
             f"unknown post-processing parameter(s) {sorted(unknown)}; this model takes {sorted(known)}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for name, value in overrides.items():
+        _check_setting(name, value)
+    return params | overrides
+
+
+def _check_setting(name: str, value) -> None:
+    """Raise InvalidParameterError for a post-processing value out of its range (fractions, sizes)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if name.endswith("_threshold") or name in ("contact_weight", "marker_dynamic"):
+        if not (number and 0 <= value <= 1):
+            raise InvalidParameterError(f"{name} must be a number from 0 to 1, got {value!r}")
+    elif name == "min_size":
+        if not (number and value >= 0 and float(value).is_integer()):
+            raise InvalidParameterError(f"min_size must be a whole number of pixels >= 0, got {value!r}")
+    elif name == "smoothing":
+        if not (number and value >= 0):
+            raise InvalidParameterError(f"smoothing must be a number of pixels >= 0, got {value!r}")
+
+
+def postprocess_outputs(package: ModelPackage, outputs: np.ndarray, scale: float, **overrides) -> np.ndarray:
+    """Labels from outputs, using the package's defaults updated by ``overrides``."""
+    schema = SCHEMAS[package.meta["schema"]]
+    params = postprocess_params(package, overrides)
     # sizes in the package are in model pixels; the outputs are at the image's resolution
     if "min_size" in params:
         params["min_size"] = max(1, int(round(params["min_size"] / scale**2)))
@@ -212,7 +248,7 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
         plain = prep.without_gamma()
         styles = np.stack([style_of(package.network, plain(crop)) for crop in crops])
         guess = float(np.median(size_model.predict(styles)))
-    scale = float(np.clip(target / guess, 0.1, 10.0))
+    scale = float(np.clip(target / guess, MIN_SCALE, MAX_SCALE))
     areas = []
     for crop in crops:
         outputs = predict_outputs(package, crop, scale, prep, tile_size, overlap, augment)
@@ -224,6 +260,19 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
     if len(areas) == 0:
         return 0.0, scale, whole
     return float(np.median(2 * np.sqrt(areas / np.pi))), scale, whole
+
+
+def _clipped_scale(target: float, diameter: float, estimated: bool) -> float:
+    """``target / diameter`` limited to the resizing a model allows (0.1-10), with a warning when limited."""
+    scale = target / diameter
+    limited = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
+    if limited != scale:
+        which = "the estimated diameter" if estimated else "diameter"
+        warnings.warn(f"{which} {diameter:.4g} px is outside what this model handles ({target / MAX_SCALE:g} to "
+                      f"{target / MIN_SCALE:g} px): the image is resized by {limited:g} instead of {scale:.3g}, "
+                      f"so its objects reach the network at {diameter * limited:.3g} px, not {target:g}",
+                      UserWarning, stacklevel=5)  # the caller of cytolens.segment
+    return limited
 
 
 def _applied(scale: float) -> float:
@@ -267,20 +316,23 @@ def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePre
     outputs None when no object was found while estimating the diameter.
     """
     _require_segmentation(package)
-    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
-        raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter}")
+    if diameter is not None and not (isinstance(diameter, numbers.Real) and not isinstance(diameter, bool)
+                                     and np.isfinite(diameter) and diameter > 0):
+        raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter!r}")
+    postprocess_params(package, postprocess)  # a bad setting fails before the network runs, not after
     if tile_size < 64 or overlap < 0 or overlap * 2 >= tile_size:
         raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
     target = package.meta["scale"]["target_diameter"]
-    if diameter is None:
+    estimated = diameter is None
+    if estimated:
         diameter, used_scale, whole = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)
         if diameter == 0.0:
             return None, np.zeros(image_yxc.shape[:2], dtype=np.uint32), 1.0
         same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
         if whole is not None and same_scale:
             return (*whole, _applied(used_scale))
-    scale = _applied(float(np.clip(target / diameter, 0.1, 10.0)))
+    scale = _applied(_clipped_scale(target, diameter, estimated))
     outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
     return outputs, postprocess_outputs(package, outputs, scale, **postprocess), scale

@@ -128,6 +128,17 @@ def test_labels_need_not_be_consecutive():
     assert measure(labels)["label"].tolist() == [7, 100]
 
 
+def test_huge_label_ids_are_measured_and_kept():
+    # regionprops allocates per id up to the largest one: 2**40 ran out of memory before
+    labels = np.zeros((8, 8), dtype=np.uint64)
+    labels[0:2, 0:3] = 2**40
+    labels[5:8, 5:8] = 9
+    image = np.arange(64, dtype=float).reshape(8, 8)
+    table = measure(labels, image)
+    assert table["label"].tolist() == [9, 2**40] and table["area"].tolist() == [9.0, 6.0]
+    assert table["total_intensity"].tolist() == [image[5:8, 5:8].sum(), image[0:2, 0:3].sum()]
+
+
 @pytest.mark.parametrize(
     ("labels", "match"),
     [

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage.measure import regionprops_table
+from skimage.segmentation import relabel_sequential
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
 
@@ -32,6 +33,8 @@ _MORPHOLOGY_KEYS = {
 }
 _INTENSITY_KEYS = {"mean_intensity": "intensity_mean", "min_intensity": "intensity_min",
                    "max_intensity": "intensity_max"}
+#: label ids above this are renumbered for measuring (the table keeps the original ids)
+_DENSE_ID_LIMIT = 1 << 20
 _INTEGER_COLUMNS = ("label", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
 
 
@@ -141,6 +144,9 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
         properties.append("perimeter")
     if image is not None:
         properties += list(_INTENSITY_KEYS.values())
+    original_ids = None
+    if labels.max() > _DENSE_ID_LIMIT:  # regionprops allocates per id up to the largest: number them 1..N
+        labels, _, original_ids = relabel_sequential(labels)
     props = regionprops_table(labels, intensity_image=image, properties=properties, spacing=spacing)
     ids = np.asarray(props["label"], dtype=np.int64)
 
@@ -158,6 +164,8 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
                 key = _INTENSITY_KEYS[statistic]
                 columns[name] = props[key if channel is None else f"{key}-{channel}"]
 
+    if original_ids is not None:
+        columns["label"] = np.asarray(original_ids[ids], dtype=np.int64)
     table = pd.DataFrame({name: np.asarray(values, dtype=np.int64 if name in _INTEGER_COLUMNS else np.float64)
                           for name, values in columns.items()})
     return table.sort_values("label", ignore_index=True)

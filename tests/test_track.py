@@ -289,6 +289,21 @@ def test_bad_label_movies_raise_clear_errors(labels, message):
         tracking.track(labels=labels)
 
 
+def test_huge_label_ids_track_like_small_ones():
+    # arrays indexed by id are sized by the largest id: 2**40 asked for 8 TiB before
+    movie = division_movie()
+    huge = np.where(movie > 0, movie.astype(np.uint64) + 2**40, 0)
+    small, large = tracking.track(labels=movie), tracking.track(labels=huge)
+    assert large.ctc_tracks.values.tolist() == small.ctc_tracks.values.tolist()
+
+
+@pytest.mark.parametrize("frames", [[-1, 0, 1], [0, 0.5, 1], [0, 1, "two"]])
+def test_detection_frames_must_be_whole_numbers(frames):
+    table = pd.DataFrame({"t": frames, "y": [1.0, 2.0, 3.0], "x": [1.0, 2.0, 3.0]})
+    with pytest.raises(InvalidParameterError, match="whole numbers >= 0"):
+        tracking.track(detections=table)
+
+
 def test_bad_arguments_raise_cytolens_errors():
     movie = division_movie()
     with pytest.raises(InvalidParameterError):

@@ -33,8 +33,8 @@ _MORPHOLOGY_KEYS = {
 }
 _INTENSITY_KEYS = {"mean_intensity": "intensity_mean", "min_intensity": "intensity_min",
                    "max_intensity": "intensity_max"}
-#: label ids above this are renumbered for measuring (the table keeps the original ids)
-_DENSE_ID_LIMIT = 1 << 20
+#: label ids above this are renumbered before measuring or tracking: arrays indexed by id would not fit in memory
+DENSE_ID_LIMIT = 1 << 20
 _INTEGER_COLUMNS = ("label", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")
 
 
@@ -145,7 +145,7 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
     if image is not None:
         properties += list(_INTENSITY_KEYS.values())
     original_ids = None
-    if labels.max() > _DENSE_ID_LIMIT:  # regionprops allocates per id up to the largest: number them 1..N
+    if labels.max() > DENSE_ID_LIMIT:  # regionprops allocates per id up to the largest: number them 1..N
         labels, _, original_ids = relabel_sequential(labels)
     props = regionprops_table(labels, intensity_image=image, properties=properties, spacing=spacing)
     ids = np.asarray(props["label"], dtype=np.int64)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from skimage.segmentation import relabel_sequential
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.measure import DENSE_ID_LIMIT
 
 DETECTION_COLUMNS = ["t", "label", "y", "x", "area", "mean_intensity", "touches_border"]
 
@@ -24,6 +26,8 @@ def as_label_movie(labels: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
 
     Raises :class:`~cytolens.errors.InvalidImageError` for frames of different shapes,
     fewer than two frames, non-integer or negative labels, or a movie without objects.
+    A movie with ids above ``DENSE_ID_LIMIT`` (2**20) comes back with each frame's objects
+    numbered 1..N (a result's ``label`` column refers to that movie).
 
     Examples
     --------
@@ -57,6 +61,8 @@ def as_label_movie(labels: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         raise InvalidImageError("labels must be non-negative (0 = background)")
     if not movie.any():
         raise InvalidImageError("the label movie holds no objects in any frame: nothing to track")
+    if movie.max() > DENSE_ID_LIMIT:  # tables indexed by id downstream: number each frame's objects 1..N
+        movie = np.stack([relabel_sequential(frame)[0] for frame in movie])
     return movie
 
 
@@ -134,7 +140,12 @@ def detections_from_table(table: pd.DataFrame, frame_col: str = "t",
     out = table.rename(columns={frame_col: "t", coordinate_cols[0]: "y", coordinate_cols[1]: "x"}).copy()
     if out[["t", "y", "x"]].isna().any().any():
         raise InvalidParameterError("detection table has missing frame or coordinate values")
-    out["t"] = out["t"].astype(np.int64)
+    frames = pd.to_numeric(out["t"], errors="coerce")
+    bad = frames.isna() | (frames < 0) | (frames != frames.round())
+    if bad.any():
+        raise InvalidParameterError(f"detection table's frame column {frame_col!r} must hold whole numbers >= 0 "
+                                    f"(frame indices); found {out['t'][bad].unique()[:5].tolist()}")
+    out["t"] = frames.astype(np.int64)
     if "label" not in out:
         out["label"] = out.groupby("t").cumcount() + 1
     for column, fill in (("area", np.nan), ("mean_intensity", np.nan), ("touches_border", False)):

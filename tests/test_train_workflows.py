@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -146,6 +147,44 @@ def test_cli_refuses_to_overwrite_and_reports_bad_configs_in_one_line(trained, d
     assert result.output.strip().count("\n") == 0 and "optimization.learning_rate" in result.output
     result = runner.invoke(cli(), ["learning-curve", str(dataset / "config.yaml"), "--fractions", "0.5,a"])
     assert result.exit_code == 1 and "--fractions must be comma-separated numbers" in result.output
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (lambda labels: labels[:40], r"img01.tif: label image \(40, 48\) and image \(48, 48\) differ in size"),
+    (lambda labels: labels.astype(np.float32) * 0.5, r"img01.tif: labels must be whole numbers"),
+    (lambda labels: labels.astype(np.int32) - 1, r"img01.tif: labels must be >= 0"),
+])
+def test_a_bad_label_image_is_named_in_a_one_line_error(tmp_path, spoil, message):
+    from cytolens.io import read_image
+
+    write_disks(tmp_path / "data", 4, seed=1)
+    labels_file = tmp_path / "data" / "labels" / "img01.tif"
+    write_image(labels_file, spoil(read_image(labels_file)), overwrite=True)
+    config = write_config(tmp_path, data={"test_fraction": 0.0, "val_fraction": 0.25})
+    result = CliRunner().invoke(cli(), ["train", str(config), "--quiet"])
+    assert result.exit_code == 1 and result.output.strip().count("\n") == 0
+    assert re.search(message, result.output), result.output
+
+
+def test_huge_label_ids_train_like_small_ones(tmp_path):
+    from cytolens.io import read_image
+    from cytolens.tasks.segmentation.training import checked_annotation
+
+    write_disks(tmp_path / "data", 1, seed=2)
+    image, labels = (read_image(tmp_path / "data" / folder / "img00.tif") for folder in ("images", "labels"))
+    huge = np.where(labels > 0, labels.astype(np.uint64) + 2**40, 0)
+    _, renumbered = checked_annotation(image, huge, "img00.tif")
+    assert renumbered.dtype == np.int32 and np.array_equal(renumbered > 0, labels > 0)
+    assert len(np.unique(renumbered)) == len(np.unique(labels))
+
+
+def test_images_without_labels_are_named_in_a_warning(tmp_path):
+    write_disks(tmp_path / "data", 5, seed=3)
+    (tmp_path / "data" / "labels" / "img02.tif").unlink()
+    config = write_config(tmp_path, data={"test_fraction": 0.0, "val_fraction": 0.25},
+                          optimization={"epochs": 1, "steps_per_epoch": 1})
+    with pytest.warns(UserWarning, match="1 file.* no partner of the same name and are left out: img02"):
+        run(config, progress=False)
 
 
 def test_transfer_learning_freezes_the_encoder_and_records_the_parent(trained, dataset):

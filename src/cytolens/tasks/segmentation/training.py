@@ -10,6 +10,7 @@ zoom and intensity jitter.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.measure import DENSE_ID_LIMIT
 from cytolens.metrics.segmentation import match
 from cytolens.preprocess import normalize_percentile, predict_tiled, rescale, to_rgb
 from cytolens.tasks.segmentation import SCHEMAS, pixel_classes
@@ -311,6 +314,11 @@ def _pairs(images, labels, prefix: str = "") -> dict:
             raise InvalidParameterError(f"{name}: folder not found: {folder}")
     image_files = {p.stem: p for p in list_images(images)}
     label_files = {p.stem: p for p in list_images(labels)}
+    unmatched = sorted(set(image_files) ^ set(label_files))
+    if unmatched:  # pairs are matched by file name without suffix: a typo drops an image silently otherwise
+        warnings.warn(f"{len(unmatched)} file(s) in data.{prefix}images or data.{prefix}labels have no partner of the "
+                      f"same name and are left out: {', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}",
+                      UserWarning, stacklevel=2)
     return {i: (image_files[i], label_files[i]) for i in sorted(set(image_files) & set(label_files))}
 
 
@@ -409,8 +417,36 @@ def prepare_data(config, progress: bool = True) -> SegmentationData:
 def _prepare_file(job) -> Sample:
     from cytolens.io import read_image
 
-    (image, labels), schema, target_diameter, normalization, stratum = job
-    return prepare_sample(read_image(image), read_image(labels), schema, target_diameter, normalization, stratum)
+    (image_path, labels_path), schema, target_diameter, normalization, stratum = job
+    image, labels = checked_annotation(read_image(image_path), read_image(labels_path), labels_path)
+    return prepare_sample(image, labels, schema, target_diameter, normalization, stratum)
+
+
+def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tuple[np.ndarray, np.ndarray]:
+    """An annotated image checked for training: labels 2D, whole, >= 0, the image's Y and X.
+
+    Raises :class:`~cytolens.errors.InvalidImageError` naming the file; ids above
+    ``DENSE_ID_LIMIT`` are renumbered 1..N (the targets need only which pixels share an id).
+
+    >>> image, labels = np.zeros((4, 4)), np.zeros((4, 3), np.uint16)
+    >>> checked_annotation(image, labels, "a.tif")
+    Traceback (most recent call last):
+    cytolens.errors.InvalidImageError: a.tif: label image (4, 3) and image (4, 4) differ in size; each label image must match its image pixel for pixel
+    """
+    if labels.ndim != 2:
+        raise InvalidImageError(f"{labels_path}: a label image must be 2D (Y, X), got shape {labels.shape}")
+    if image.shape[:2] != labels.shape:
+        raise InvalidImageError(f"{labels_path}: label image {labels.shape} and image {image.shape[:2]} differ in size; "
+                                "each label image must match its image pixel for pixel")
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number) or (
+            not np.issubdtype(labels.dtype, np.integer) and not np.array_equal(labels, np.round(labels))):
+        raise InvalidImageError(f"{labels_path}: labels must be whole numbers (0 = background, one id per object), "
+                                f"got {labels.dtype} values; a binary mask needs skimage.measure.label first")
+    if labels.min() < 0:
+        raise InvalidImageError(f"{labels_path}: labels must be >= 0 (0 = background), found {labels.min()}")
+    if labels.max() > DENSE_ID_LIMIT:
+        labels = relabel_sequential(labels.astype(np.int64))[0]
+    return image, labels.astype(np.int32)
 
 
 def load_parent(config):

@@ -53,6 +53,8 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
     "args, message",
     [
         (("segment", "missing.tif", "-o", "out"), "not found"),
+        (("segment", "{image}", "missing.tif", "-o", "out"), "file not found: missing.tif"),
+        (("segment", "{empty}", "-o", "out"), "holds no image files"),
         (("segment", "{text}", "-o", "out"), "cannot read"),
         (("segment", "{image}", "-o", "out", "--model", "nope"), "unknown model"),
         (("segment", "{image}", "-o", "out", "--diameter", "-2"), "diameter"),
@@ -67,11 +69,34 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
 def test_bad_input_prints_one_line_and_exits_nonzero(images, tmp_path, args, message):
     text = tmp_path / "notes.tif"
     text.write_text("this is not an image")
-    args = [a.format(text=text, image=images[0]) for a in args]
+    (tmp_path / "empty").mkdir()
+    args = [a.format(text=text, image=images[0], empty=tmp_path / "empty") for a in args]
     result = run(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_is_segmented_and_a_bad_file_in_it_does_not_stop_the_others(images, tmp_path):
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    for path in images:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.tif").write_text("not an image")
+    result = run("segment", str(folder), "-o", str(folder), "-q", "--diameter", "20", "--model", "nuclei_fast")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot read {folder / 'broken.tif'} as an image (not a TIFF file: header=b'not '); check that it "
+        "is a valid .tif file, not a damaged or renamed one",
+        "error: 1 of 3 images failed; the other 2 are segmented"]
+    assert read_image(folder / "a_labels.tif").max() > 5 and read_image(folder / "b_labels.tif").max() > 5
+    (folder / "broken.tif").unlink()
+    # run again into the same folder: its own *_labels outputs are not taken for images
+    again = run("segment", str(folder), "-o", str(folder), "-q", "--diameter", "20", "--model", "nuclei_fast",
+                "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_cells.csv", "a_labels.tif", "b.png",
+                                                        "b_cells.csv", "b_labels.tif"]
 
 
 def test_measure_command(images, tmp_path):

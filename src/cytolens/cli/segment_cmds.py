@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cytolens.cli._common import user_errors
-from cytolens.errors import InvalidParameterError, OutputExistsError
+from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError, OutputExistsError
 
 models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
 
@@ -33,7 +33,9 @@ def parse_params(items: list[str]) -> dict[str, float]:
 
 @user_errors
 def segment(
-    images: list[Path] = typer.Argument(..., help="Image files (TIFF, PNG, JPEG) to segment."),
+    images: list[Path] = typer.Argument(..., help="Image files (TIFF, PNG, JPEG) or folders of them to segment "
+                                                  "(in a folder, *_labels files, this command's outputs, are "
+                                                  "skipped)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv."),
     model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
     diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
@@ -53,7 +55,11 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Segment each image; write a label TIFF and a per-object measurement CSV for each."""
+    """Segment each image; write a label TIFF and a per-object measurement CSV for each.
+
+    An image that cannot be read or segmented is reported on its own line and the
+    others are still segmented; the exit status is then 1.
+    """
     from tqdm.auto import tqdm
 
     from cytolens import models
@@ -61,6 +67,7 @@ def segment(
     from cytolens.api import segment as segment_api
     from cytolens.io import read_image, write_labels, write_table
 
+    images = _image_files(images)
     if output.exists() and not output.is_dir():
         raise InvalidParameterError(f"output {output} exists and is not a folder")
     if not overwrite:  # refuse before doing any work
@@ -77,16 +84,48 @@ def segment(
         extra["min_size"] = min_size
     total = 0
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
+    failed = 0
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
-        image = read_image(image_path)
-        labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                             gamma=gamma, filter_objects=filter_objects, precision=precision, **extra)
+        try:
+            image = read_image(image_path)
+            labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
+                                 gamma=gamma, filter_objects=filter_objects, precision=precision, **extra)
+        except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
+            failed += 1
+            message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
+            typer.echo(f"error: {message}", err=True)
+            continue
         labels_path, table_path = _outputs_for(image_path, output)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)
         total += int(labels.max())
-    if not quiet:
-        typer.echo(f"{total} objects in {len(images)} image(s); results in {output}")
+    done = len(images) - failed
+    if failed and len(images) > 1:
+        typer.echo(f"error: {failed} of {len(images)} images failed; the other {done} are segmented", err=True)
+    if not quiet and done:
+        typer.echo(f"{total} objects in {done} image(s); results in {output}")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The files to segment: each path, or a folder's images; every one must exist."""
+    from cytolens.io import IMAGE_SUFFIXES, list_images
+
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = [f for f in list_images(path) if not f.stem.endswith("_labels")]
+            if not found:
+                raise ImageReadError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        else:
+            files.append(path)
+    missing = [p for p in files if not p.exists()]
+    if missing:  # a typo in a path: stop before any work
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ImageReadError(f"file not found: {missing[0]}{more}; check the path and the current folder")
+    return files
 
 
 @user_errors

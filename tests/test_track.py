@@ -234,6 +234,26 @@ def test_track_movie_segments_each_frame(monkeypatch):
         tracking.track(raw, diameter=6, precision="float16")
 
 
+def test_a_blank_frame_gets_no_objects_and_the_tracks_bridge_it(monkeypatch):
+    from skimage.measure import label
+
+    import cytolens
+
+    monkeypatch.setattr(cytolens, "segment", lambda image, model="nuclei", diameter=None, **kw: label(image > 0.5),
+                        raising=False)
+    raw = (division_movie() > 0).astype(np.float32)
+    raw[1] = 0  # a dropped frame
+    with pytest.warns(UserWarning, match=r"1 blank frame\(s\) \(all pixels equal\) get no objects: frame\(s\) 1"):
+        result = tracking.track(raw, max_gap=2)
+    tracks = result.tracks
+    assert 1 not in set(tracks["t"])
+    # bridged as in the CTC format: the track after the gap names the one before as its parent
+    before, after = tracks[tracks["t"] == 0], tracks[tracks["t"] == 2]
+    assert set(after["parent_track_id"]) == set(before["track_id"]) and len(after) == len(before) == 2
+    with pytest.raises(InvalidImageError, match="every frame of the movie is blank"):
+        tracking.track(np.zeros_like(raw))
+
+
 # --- config and solver -------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,6 +54,9 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
 
     ``precision="bfloat16"`` segments the frames in mixed precision (:mod:`cytolens.nn.precision`);
     the one diameter estimate stays float32.
+
+    A blank frame (all pixels equal: a dropped or dark acquisition) gets no objects, with a
+    warning; gap closing then carries the tracks over it.
     """
     import cytolens
     from cytolens.models import load
@@ -66,18 +70,27 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
     if len(movie) < 2:
         raise InvalidImageError(f"tracking needs at least two frames; got {len(movie)}")
     package = load(model)
+    # a blank frame (a dropped or dark acquisition) has no objects; the tracks bridge it by gap closing
+    blank = {t for t in range(len(movie)) if movie[t].min() == movie[t].max()}
+    shown = [t for t in range(len(movie)) if t not in blank]
+    if not shown:
+        raise InvalidImageError("every frame of the movie is blank (all pixels equal): there is nothing to track")
+    if blank:
+        warnings.warn(f"{len(blank)} blank frame(s) (all pixels equal) get no objects: frame(s) "
+                      f"{', '.join(map(str, sorted(blank)[:5]))}{' ...' if len(blank) > 5 else ''}", UserWarning, stacklevel=2)
     if gamma is None:
-        gamma = FLUORESCENCE_MOVIE_GAMMA if has_dark_background(movie[len(movie) // 2]) else 1.0
+        gamma = FLUORESCENCE_MOVIE_GAMMA if has_dark_background(movie[shown[len(shown) // 2]]) else 1.0
     if diameter is None:
         estimates = [estimate_diameter(package, movie[t], gamma=gamma)
-                     for t in sorted({0, len(movie) // 2, len(movie) - 1})]
+                     for t in sorted({shown[0], shown[len(shown) // 2], shown[-1]})]
         estimates = [d for d in estimates if d > 0]
         if not estimates:
             raise InvalidImageError("the model finds no objects in the first, middle and last frames")
         diameter = float(np.median(estimates))
     wrap = _progress(progress)
     frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
-    labels = np.stack([cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
+    labels = np.stack([np.zeros(movie.shape[1:3], np.uint32) if t in blank else
+                       cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
                                         filter_objects=filter_objects, precision=precision, **postprocess)
                        for t in frames])
     return merge_flickering_splits(labels, max_frames=merge_flicker)

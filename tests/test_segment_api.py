@@ -88,6 +88,44 @@ def test_a_package_with_unknown_postprocessing_settings_is_refused(nuclei, sampl
         cytolens.segment(sample[0], newer, diameter=20)
 
 
+def _edit_meta(folder, **changes):
+    import json
+
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(changes)
+    (folder / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda d: (d / "model.json").write_text("{not json"), r"model.json is not valid JSON"),
+    (lambda d: (d / "model.json").write_text("[1, 2]"), r"model.json must hold a JSON object, found a list"),
+    (lambda d: _edit_meta(d, task=None), r"model.json lacks task"),
+    (lambda d: (d / "weights.safetensors").write_bytes((d / "weights.safetensors").read_bytes()[:1000]),
+     r"weights.safetensors cannot be read .*not fully copied"),
+    (lambda d: _edit_meta(d, architecture={"name": "unet", "args": {"base_channels": 32, "out_channels": 3}}),
+     r"weights.safetensors does not fit the architecture in model.json \(size mismatch"),
+    (lambda d: _edit_meta(d, architecture={"name": "unet", "args": {"width": 3}}), r"architecture cannot be built"),
+    (lambda d: _edit_meta(d, schema="stardist"), r"schema 'stardist', which this cytolens does not know"),
+    (lambda d: (d / "size_model.json").write_text('{"mean": [1]}'), r"malformed size_model.json"),
+    (lambda d: (d / "object_filter.json").write_text("[]"), r"object_filter.json must hold a JSON object"),
+])
+def test_a_damaged_model_package_gets_a_clear_error(tmp_path, sample, damage, message):
+    import shutil
+
+    from cytolens.models.package import BUNDLED_DIR
+
+    folder = shutil.copytree(BUNDLED_DIR / "nuclei_fast", tmp_path / "package")
+    damage(folder)
+    with pytest.raises(CytolensError, match=message):
+        cytolens.segment(sample[0], load(folder))
+
+
+def test_a_damaged_zip_package_gets_a_clear_error(tmp_path):
+    (tmp_path / "model.zip").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CytolensError, match="not a readable zip archive"):
+        load(tmp_path / "model.zip")
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

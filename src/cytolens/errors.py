@@ -27,5 +27,9 @@ class UnknownModelError(CytolensError):
     """A model name or path does not resolve to a model package."""
 
 
+class InvalidModelError(CytolensError):
+    """A model package is damaged, incomplete, or made for another version of cytolens."""
+
+
 class OutputExistsError(CytolensError):
     """An output file exists and overwriting was not asked for."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from cytolens.errors import UnknownModelError
+from cytolens.errors import InvalidModelError, UnknownModelError
 from cytolens.io.images import atomic_write
 from cytolens.nn import UNet
 
@@ -71,8 +71,12 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return candidate
     if candidate.is_file() and candidate.suffix == ".zip":
         target = Path(tempfile.mkdtemp(prefix="cytolens-model-"))
-        with zipfile.ZipFile(candidate) as archive:
-            archive.extractall(target)
+        try:
+            with zipfile.ZipFile(candidate) as archive:
+                archive.extractall(target)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InvalidModelError(f"{candidate} is not a readable zip archive ({exc}); the package is damaged "
+                                    "or was not fully copied") from None
         inner = [p.parent for p in target.rglob("model.json")]
         if not inner:
             raise UnknownModelError(f"{candidate} holds no model.json: not a cytolens model package")
@@ -86,7 +90,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def read_meta(name_or_path: str | os.PathLike) -> dict:
-    return json.loads((resolve(name_or_path) / "model.json").read_text())
+    return _read_json(resolve(name_or_path) / "model.json")
 
 
 def update_meta(folder: str | os.PathLike, change: Callable[[dict], None]) -> dict:
@@ -107,25 +111,62 @@ def update_meta(folder: str | os.PathLike, change: Callable[[dict], None]) -> di
     return meta
 
 
+#: what every model.json holds
+REQUIRED_META = ("name", "task", "architecture")
+
+
 def load(name_or_path: str | os.PathLike = "nuclei") -> ModelPackage:
-    """Load a model package (no network access: bundled weights live in the package)."""
+    """Load a model package (no network access: bundled weights live in the package).
+
+    Raises :class:`~cytolens.errors.UnknownModelError` when nothing is found under that
+    name and :class:`~cytolens.errors.InvalidModelError` when a package is damaged
+    (unreadable JSON or weights, weights that do not fit the architecture) or needs a
+    newer cytolens.
+    """
     folder = resolve(name_or_path)
-    meta = json.loads((folder / "model.json").read_text())
+    meta = _read_json(folder / "model.json")
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise UnknownModelError(f"{folder} needs a newer cytolens (format {meta['format_version']})")
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise InvalidModelError(f"{folder / 'model.json'} lacks {', '.join(missing)}: not a complete model package")
     weights = folder / "weights.safetensors"
     if not weights.is_file():
         raise UnknownModelError(f"{folder} has no weights.safetensors")
-    network = build_network(meta["architecture"])
-    network.load_state_dict(load_file(str(weights)))
+    try:
+        network = build_network(meta["architecture"])
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidModelError(f"{folder / 'model.json'}: its architecture cannot be built ({exc})") from None
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error type for damaged files
+        raise InvalidModelError(f"{weights} cannot be read ({' '.join(str(exc).split())}); the file is damaged "
+                                "or was not fully copied") from None
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise InvalidModelError(f"{weights} does not fit the architecture in model.json ({first})") from None
     network.eval()
     # oneDNN's CPU convolutions run ~1.6x faster with channels-last (NHWC) weights; the outputs agree to 1e-5
     network.to(memory_format=torch.channels_last)
     extras = {}
     for extra in folder.glob("*.json"):  # e.g. size_model.json: plain numbers, no pickles
         if extra.name not in ("model.json", "split.json"):
-            extras[extra.stem] = json.loads(extra.read_text())
+            extras[extra.stem] = _read_json(extra)
     return ModelPackage(meta=meta, network=network, path=folder, extras=extras)
+
+
+def _read_json(path: Path) -> dict:
+    """A package's JSON file, which must hold one object; InvalidModelError otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidModelError(f"{path} is not valid JSON ({exc}); the package is damaged") from None
+    if not isinstance(data, dict):
+        raise InvalidModelError(f"{path} must hold a JSON object, found a {type(data).__name__}; "
+                                "the package is damaged")
+    return data
 
 
 def save(folder: str | os.PathLike, meta: dict, state_dict: dict, extra_files: dict[str, Path] | None = None) -> Path:

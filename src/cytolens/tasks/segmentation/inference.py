@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParameterError
 from cytolens.models.package import ModelPackage
 from cytolens.nn.precision import autocast_for
 from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
@@ -243,7 +243,11 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
     crops = _estimate_crops(image_yxc)
     guess = target
     if "size_model" in package.extras:
-        size_model = SizeModel(**package.extras["size_model"])
+        try:
+            size_model = SizeModel(**package.extras["size_model"])
+        except TypeError as exc:
+            raise InvalidModelError(f"model {package.name!r} has a malformed size_model.json ({exc}); refit it with "
+                                    "training/nuclei/fit_size_model.py") from None
         # the size model was fitted on styles of images normalized without a gamma
         plain = prep.without_gamma()
         styles = np.stack([style_of(package.network, plain(crop)) for crop in crops])
@@ -283,6 +287,9 @@ def _applied(scale: float) -> float:
 def _require_segmentation(package: ModelPackage) -> None:
     if package.meta.get("task") != "segmentation":
         raise InvalidParameterError(f"model {package.name!r} is a {package.meta.get('task')} model, not segmentation")
+    if package.meta.get("schema") not in SCHEMAS:
+        raise InvalidModelError(f"model {package.name!r} has schema {package.meta.get('schema')!r}, which this "
+                                f"cytolens does not know (it knows {', '.join(SCHEMAS)}); upgrade cytolens")
 
 
 def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,

@@ -120,6 +120,18 @@ def test_a_damaged_model_package_gets_a_clear_error(tmp_path, sample, damage, me
         cytolens.segment(sample[0], load(folder))
 
 
+def test_a_zipped_package_loads_like_its_folder_and_is_extracted_once(tmp_path, sample):
+    import shutil
+
+    from cytolens.models.package import BUNDLED_DIR
+
+    archive = shutil.make_archive(str(tmp_path / "shared_model"), "zip", BUNDLED_DIR, "nuclei_fast")
+    first, second = load(archive), load(archive)
+    assert first.path == second.path and first.name == "nuclei_fast"
+    expected = cytolens.segment(sample[0], "nuclei_fast", diameter=20)
+    assert np.array_equal(cytolens.segment(sample[0], first, diameter=20), expected)
+
+
 def test_a_damaged_zip_package_gets_a_clear_error(tmp_path):
     (tmp_path / "model.zip").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(CytolensError, match="not a readable zip archive"):

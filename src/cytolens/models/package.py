@@ -14,6 +14,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -70,13 +71,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if candidate.is_dir() and (candidate / "model.json").is_file():
         return candidate
     if candidate.is_file() and candidate.suffix == ".zip":
-        target = Path(tempfile.mkdtemp(prefix="cytolens-model-"))
-        try:
-            with zipfile.ZipFile(candidate) as archive:
-                archive.extractall(target)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise InvalidModelError(f"{candidate} is not a readable zip archive ({exc}); the package is damaged "
-                                    "or was not fully copied") from None
+        target = _extracted(candidate)
         inner = [p.parent for p in target.rglob("model.json")]
         if not inner:
             raise UnknownModelError(f"{candidate} holds no model.json: not a cytolens model package")
@@ -87,6 +82,27 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     known = ", ".join(bundled_models()) or "none"
     raise UnknownModelError(
         f"unknown model {str(name_or_path)!r}: give a bundled name ({known}) or a model package folder/.zip")
+
+
+def _extracted(archive_path: Path) -> Path:
+    """The folder a zip package is extracted to: one per archive content, reused by later loads."""
+    digest = hashlib.sha256(archive_path.read_bytes()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"cytolens-model-{digest}"
+    if target.is_dir():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".cytolens-model-{digest}-"))
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            archive.extractall(staging)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InvalidModelError(f"{archive_path} is not a readable zip archive ({exc}); the package is damaged "
+                                "or was not fully copied") from None
+    try:
+        os.replace(staging, target)  # atomic: a concurrent load sees the whole folder or none
+    except OSError:  # another process got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def read_meta(name_or_path: str | os.PathLike) -> dict:

@@ -199,6 +199,13 @@ def test_write_labels_uses_uint32_above_65535(tmp_path):
     np.testing.assert_array_equal(back, labels)
 
 
+def test_write_labels_refuses_ids_beyond_uint32_and_writes_nothing(tmp_path):
+    labels = np.array([[0, 2**40]], dtype=np.int64)
+    with pytest.raises(InvalidImageError, match=r"label ids reach 1099511627776, more than uint32 holds"):
+        write_labels(tmp_path / "labels.tif", labels)
+    assert not list(tmp_path.iterdir())
+
+
 def test_write_labels_stack_with_four_pixel_width(tmp_path):
     labels = np.zeros((3, 5, 4), dtype=np.uint16)
     labels[1, 2, 3] = 9

@@ -312,7 +312,8 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     """
     top = int(labels.max()) if labels.size else 0
     if top > np.iinfo(np.uint32).max:
-        raise InvalidImageError(f"label image has {top} objects: more than uint32 can hold; relabel it")
+        raise InvalidImageError(f"label ids reach {top}, more than uint32 holds; number the objects 1..N first "
+                                "(skimage.segmentation.relabel_sequential)")
     return np.dtype(np.uint16) if top <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 

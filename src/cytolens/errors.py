@@ -1,7 +1,8 @@
 """Errors a user can cause, each with a message that says what to do.
 
 Every error raised on purpose by cytolens is a :class:`CytolensError`; the CLI
-prints its message on one line and exits non-zero, the server answers 4xx.
+prints its message on one line and exits non-zero (an HTTP server, when there is
+one, answers 4xx with it).
 """
 
 from __future__ import annotations

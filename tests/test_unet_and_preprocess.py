@@ -86,6 +86,19 @@ def test_tiled_prediction_sees_only_size_divisor_multiples_and_blends_seams():
     assert 1 < out[0, 50, 10] < 3  # inside the vertical overlap both tiles contribute
 
 
+def test_tiles_shrink_to_the_smallest_side_that_needs_no_more_of_them():
+    seen = []
+
+    def record(tile):
+        seen.append(tile.shape[1:])
+        return tile[:1]
+
+    # a 520 x 696 camera frame needed four 512 x 512 tiles (2.9x its pixels); four smaller ones cover it
+    predict_tiled(record, np.zeros((1, 520, 696), np.float32), 1, tile_size=512, overlap=64)
+    assert seen == [(304, 384)] * 4
+    assert sum(y * x for y, x in seen) < 1.3 * 520 * 696
+
+
 def test_tiled_prediction_rejects_bad_tiles():
     with pytest.raises(InvalidParameterError):
         predict_tiled(lambda t: t, np.zeros((1, 10, 10)), 1, tile_size=50, size_divisor=16)

@@ -111,6 +111,24 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
+def fitted_tile(length: int, tile_size: int, overlap: int, size_divisor: int) -> int:
+    """The smallest tile side that covers ``length`` with as few tiles as ``tile_size`` needs.
+
+    A 520 px side takes two 512 px tiles that mostly overlap; two 304 px tiles cover it
+    too, for 40 % less network work. The side stays a multiple of ``size_divisor``.
+
+    >>> fitted_tile(520, 512, 64, 16), fitted_tile(2048, 512, 64, 16), fitted_tile(300, 512, 64, 16)
+    (304, 464, 304)
+    """
+    covering = -(-length // size_divisor) * size_divisor
+    if covering <= tile_size:
+        return covering
+    count = -(-(length - overlap) // (tile_size - overlap))
+    fitted = -(-(length + (count - 1) * overlap) // count)
+    fitted = -(-fitted // size_divisor) * size_divisor
+    return fitted if 2 * overlap < fitted <= tile_size else tile_size
+
+
 def _ramp(n: int, overlap: int) -> np.ndarray:
     """1 inside, rising linearly over ``overlap`` pixels at both ends."""
     w = np.ones(n, dtype=np.float32)
@@ -140,6 +158,7 @@ def predict_tiled(
     ``(C, y, x)`` tile whose sides are multiples of ``size_divisor`` to
     ``(out_channels, y, x)``. Overlaps are averaged with linear ramps, so seams
     do not show; memory is one tile plus the ``(out_channels, Y, X)`` output.
+    Tiles are shrunk to the smallest side that needs no more of them (:func:`fitted_tile`).
 
     Examples
     --------
@@ -158,10 +177,7 @@ def predict_tiled(
         def prepare(tile):
             return np.asarray(tile, dtype=np.float32)
 
-    def round_up(n: int) -> int:
-        return -(-n // size_divisor) * size_divisor
-
-    tile_y, tile_x = min(tile_size, round_up(height)), min(tile_size, round_up(width))
+    tile_y, tile_x = (fitted_tile(n, tile_size, overlap, size_divisor) for n in (height, width))
     output = np.zeros((out_channels, height, width), dtype=np.float32)
     weights = np.zeros((height, width), dtype=np.float32)
     for y0 in _tile_starts(height, tile_y, tile_y - overlap):

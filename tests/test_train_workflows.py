@@ -22,7 +22,7 @@ from skimage.draw import disk
 from typer.testing import CliRunner
 
 from cytolens.cli import train_cmds
-from cytolens.errors import InvalidParameterError, OutputExistsError
+from cytolens.errors import InvalidImageError, InvalidParameterError, OutputExistsError
 from cytolens.io import write_image, write_labels
 from cytolens.train import learning_curve, load_config, run, tune
 from cytolens.train.config import validate_config
@@ -164,6 +164,15 @@ def test_a_bad_label_image_is_named_in_a_one_line_error(tmp_path, spoil, message
     result = CliRunner().invoke(cli(), ["train", str(config), "--quiet"])
     assert result.exit_code == 1 and result.output.strip().count("\n") == 0
     assert re.search(message, result.output), result.output
+
+
+def test_label_images_without_any_object_are_refused(tmp_path):
+    write_disks(tmp_path / "data", 4, seed=4)
+    for labels_file in (tmp_path / "data" / "labels").iterdir():
+        write_labels(labels_file, np.zeros((48, 48), np.uint16), overwrite=True)
+    config = write_config(tmp_path, data={"test_fraction": 0.0, "val_fraction": 0.25})
+    with pytest.raises(InvalidImageError, match=r"the label images of the train split \(3\) hold no objects"):
+        run(config, progress=False)
 
 
 def test_huge_label_ids_train_like_small_ones(tmp_path):

@@ -411,7 +411,14 @@ def prepare_data(config, progress: bool = True) -> SegmentationData:
             samples = collect(pool.map(_prepare_file, jobs, chunksize=8))
     else:
         samples = collect(map(_prepare_file, jobs))
-    return SegmentationData(split, samples, files, _preparation_key(config))
+    data = SegmentationData(split, samples, files, _preparation_key(config))
+    for side in ("train", "val"):  # all-empty labels would train a model that finds nothing, and score it 1.0
+        if data.n_objects(split[side]) == 0:
+            setting = "val_labels" if side == "val" and config.data.val_labels else "labels"
+            raise InvalidImageError(f"the label images of the {side} split ({len(split[side])}) hold no objects; "
+                                    f"check data.{setting} ({getattr(config.data, setting)}): 0 is background, "
+                                    "each object needs its own id > 0")
+    return data
 
 
 def _prepare_file(job) -> Sample:

@@ -55,6 +55,7 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
         (("segment", "missing.tif", "-o", "out"), "not found"),
         (("segment", "{image}", "missing.tif", "-o", "out"), "file not found: missing.tif"),
         (("segment", "{empty}", "-o", "out"), "holds no image files"),
+        (("segment", "{image}", "-o", "{text}/results"), "notes.tif is a file, not a folder"),
         (("segment", "{text}", "-o", "out"), "cannot read"),
         (("segment", "{image}", "-o", "out", "--model", "nope"), "unknown model"),
         (("segment", "{image}", "-o", "out", "--diameter", "-2"), "diameter"),

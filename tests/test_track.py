@@ -402,6 +402,20 @@ def test_short_tiff_stacks_are_frames_not_channels(tmp_path, frames):
     assert tracking.read_label_movie(tmp_path / "labels.tif").shape == (frames, 20, 30)
 
 
+def test_cli_refuses_an_output_blocked_by_a_file_before_any_work(tmp_path):
+    import tifffile
+    from typer.testing import CliRunner
+
+    from cytolens.cli import app
+
+    tifffile.imwrite(tmp_path / "labels.tif", division_movie())
+    (tmp_path / "results").write_text("a file where the output folder should go")
+    result = CliRunner().invoke(app, ["track", "--labels", str(tmp_path / "labels.tif"), "-o",
+                                      str(tmp_path / "results" / "run1"), "--quiet"])
+    assert result.exit_code == 1 and "results is a file, not a folder" in result.output
+    assert "linking" not in result.output and "Traceback" not in result.output
+
+
 def test_cli_segments_a_movie_then_links(tmp_path, monkeypatch):
     import tifffile
     from skimage.measure import label

@@ -175,6 +175,14 @@ def test_label_images_without_any_object_are_refused(tmp_path):
         run(config, progress=False)
 
 
+def test_an_output_blocked_by_a_file_is_refused_before_training(tmp_path):
+    write_disks(tmp_path / "data", 4, seed=5)
+    (tmp_path / "models").write_text("a file where the models folder should go")
+    config = write_config(tmp_path, data={"test_fraction": 0.0, "val_fraction": 0.25})
+    with pytest.raises(OutputExistsError, match="models is a file, not a folder"):
+        run(config, progress=False)
+
+
 def test_huge_label_ids_train_like_small_ones(tmp_path):
     from cytolens.io import read_image
     from cytolens.tasks.segmentation.training import checked_annotation

@@ -169,9 +169,9 @@ def _write_figure(path: Path, draw: Callable) -> None:
 
 
 def _finish(paths: list[Path], table: pd.DataFrame, summary: dict, plots: dict[str, Callable]) -> Evaluation:
-    from cytolens.io import write_table
+    from cytolens.io import make_folder, write_table
 
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    make_folder(paths[0].parent)
     write_table(paths[0], table, overwrite=True)
     _write_json(paths[1], summary)
     for path in paths[2:]:

@@ -65,11 +65,10 @@ def segment(
     from cytolens import models
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
-    from cytolens.io import read_image, write_labels, write_table
+    from cytolens.io import check_output_folder, read_image, write_labels, write_table
 
     images = _image_files(images)
-    if output.exists() and not output.is_dir():
-        raise InvalidParameterError(f"output {output} exists and is not a folder")
+    check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
             for target in _outputs_for(image_path, output):

@@ -64,7 +64,7 @@ def track_command(
     """
     import cytolens.track as tracking
     from cytolens.errors import InvalidParameterError, OutputExistsError
-    from cytolens.io import atomic_write, write_table
+    from cytolens.io import atomic_write, check_output_folder, write_table
 
     if (movie is None) == (labels is None):
         raise InvalidParameterError("give either a MOVIE to segment or --labels LABELS to link (exactly one)")
@@ -77,7 +77,7 @@ def track_command(
         if not link_model.is_file():
             raise InvalidParameterError(f"--link-model {link_model}: no such file")
         settings.update(link_cost="learned", link_model=str(link_model))
-    output = Path(output)
+    output = check_output_folder(output)  # before the long work, not after it
     targets = [output / name for name in ("res_track.txt", "tracks.csv", "tracks_graph.json", "lineage.png",
                                           "config.json")]
     if not overwrite:

@@ -3,15 +3,17 @@
 from cytolens.io.images import (
     IMAGE_SUFFIXES,
     atomic_write,
+    check_output_folder,
     label_dtype,
     list_images,
+    make_folder,
     read_image,
     write_image,
     write_labels,
     write_table,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "atomic_write", "label_dtype", "list_images", "read_image", "write_image",
+__all__ = ["IMAGE_SUFFIXES", "atomic_write", "check_output_folder", "label_dtype", "list_images", "make_folder", "read_image", "write_image",
            "write_labels", "write_table"]
 
 from cytolens.io.ctc import (  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.errors import ImageReadError, InvalidImageError, OutputExistsError
-from cytolens.io.images import atomic_write, label_dtype, read_image
+from cytolens.io.images import atomic_write, label_dtype, make_folder, read_image
 
 TRACK_COLUMNS = ["label", "begin", "end", "parent"]
 _FRAME_NUMBER = re.compile(r"(\d+)\.tiff?$", re.IGNORECASE)
@@ -103,7 +103,7 @@ def write_ctc_result(folder: str | os.PathLike, masks: np.ndarray, tracks: pd.Da
         existing = [p for p in targets if p.exists()]
         if existing:
             raise OutputExistsError(f"{existing[0]} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     dtype = label_dtype(masks)
     import tifffile
 

@@ -140,6 +140,34 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 # --- writing ---------------------------------------------------------------------------
 
 
+def make_folder(folder: str | os.PathLike) -> Path:
+    """Create an output folder and its parents; OutputExistsError when a file stands in the way.
+
+    >>> import tempfile
+    >>> blocker = Path(tempfile.mkdtemp()) / "results"
+    >>> _ = blocker.write_text("a file, not a folder")
+    >>> make_folder(blocker / "run1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cytolens.errors.OutputExistsError: cannot make the folder .../results/run1: .../results is a file, not a folder; choose another output
+    """
+    folder = check_output_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Raise OutputExistsError when a file stands where ``folder`` or one of its parents would be.
+
+    For commands that check their output before long work; :func:`make_folder` creates it.
+    """
+    folder = Path(folder)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputExistsError(f"cannot make the folder {folder}: {blocking} is a file, not a folder; "
+                                "choose another output")
+    return folder
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Call ``writer(tmp_path)`` and rename the result to ``path``.
 
@@ -163,7 +191,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None], overwr
     Raises
     ------
     OutputExistsError
-        ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+        ``path`` exists and ``overwrite`` is False, ``path`` is a folder, or a file
+        stands where one of its parent folders would be.
 
     Examples
     --------
@@ -178,7 +207,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None], overwr
         raise OutputExistsError(f"{path} is a folder; pass a file name to write to")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     # the writer creates the temporary file itself, so it gets the usual permissions
     tmp = path.with_name(f".{path.stem}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:

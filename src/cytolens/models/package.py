@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cytolens.errors import InvalidModelError, UnknownModelError
-from cytolens.io.images import atomic_write
+from cytolens.io.images import atomic_write, make_folder
 from cytolens.nn import UNet
 
 FORMAT_VERSION = 1
@@ -188,7 +188,7 @@ def _read_json(path: Path) -> dict:
 def save(folder: str | os.PathLike, meta: dict, state_dict: dict, extra_files: dict[str, Path] | None = None) -> Path:
     """Write a package folder atomically (temporary folder, then rename)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(folder.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     meta = {"format_version": FORMAT_VERSION, **meta}
     (staging / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

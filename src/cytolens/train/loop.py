@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from cytolens.errors import InvalidParameterError
+from cytolens.io import make_folder
 from cytolens.nn.precision import autocast_for
 
 
@@ -161,7 +162,7 @@ def fit(
     hyperparameter search reports it and may raise to prune the run).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     # oneDNN's CPU convolutions run ~1.5x faster on channels-last (NHWC) tensors, forward and backward

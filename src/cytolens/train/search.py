@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.errors import InvalidParameterError
+from cytolens.io import make_folder
 from cytolens.train.api import ConfigLike, as_config, trainer_for
 from cytolens.train.config import dump_config, save_config, validate_config
 
@@ -137,7 +138,7 @@ def tune(config: ConfigLike, trials: int = 20, out_dir: str | os.PathLike | None
     trainer = trainer_for(config)
     metric = trainer.PRIMARY_METRIC
     out = Path(out_dir) if out_dir is not None else Path(str(config.output) + ".tune")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     space = _space_for(config, search_space)
     if data is None:
         data = trainer.prepare_data(config, progress)
@@ -301,7 +302,7 @@ def learning_curve(config: ConfigLike, fractions=(0.1, 0.25, 0.5, 1.0), out_dir:
     metric, unit = trainer.PRIMARY_METRIC, getattr(trainer, "UNIT", "images")
     train_metric = "train_" + metric.removeprefix("val_")
     out = Path(out_dir) if out_dir is not None else Path(str(config.output) + ".learning_curve")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     if data is None:
         data = trainer.prepare_data(config, progress)
     subsets = nested_subsets(data.split["train"], fractions, config.seed)

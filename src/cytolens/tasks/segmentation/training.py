@@ -546,7 +546,9 @@ def _prepare_work_dir(work, config, resume: bool, progress: bool) -> None:
     """Keep a resumable checkpoint only when it was made with the same config."""
     import json
 
-    work.mkdir(parents=True, exist_ok=True)
+    from cytolens.io import make_folder
+
+    make_folder(work)
     stamp = work / "config.json"
     current = _config_stamp(config)
     checkpoint = work / "last.pt"

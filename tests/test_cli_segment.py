@@ -100,6 +100,25 @@ def test_a_folder_is_segmented_and_a_bad_file_in_it_does_not_stop_the_others(ima
                                                         "b_cells.csv", "b_labels.tif"]
 
 
+def test_channel_picks_the_nuclear_stain_and_the_table_measures_every_channel(images, tmp_path):
+    import tifffile
+
+    nuclear = read_image(images[0])
+    other = np.random.default_rng(0).integers(0, 50, nuclear.shape).astype(nuclear.dtype)
+    tifffile.imwrite(tmp_path / "two.ome.tif", np.stack([other, nuclear]), ome=True, metadata={"axes": "CYX"})
+    result = run("segment", str(tmp_path / "two.ome.tif"), "-o", str(tmp_path / "out"), "-q", "--diameter", "20",
+                 "--channel", "1", "--model", "nuclei_fast")
+    assert result.returncode == 0, result.stderr
+    single = run("segment", str(images[0]), "-o", str(tmp_path / "single"), "-q", "--diameter", "20",
+                 "--model", "nuclei_fast")
+    assert single.returncode == 0, single.stderr
+    assert np.array_equal(read_image(tmp_path / "out" / "two_labels.tif"),  # ".ome" is not part of the stem
+                          read_image(tmp_path / "single" / "a_labels.tif"))
+    table = pd.read_csv(tmp_path / "out" / "two_cells.csv")
+    assert {"mean_intensity_c0", "mean_intensity_c1"} <= set(table.columns)
+    assert table["mean_intensity_c1"].mean() > 2 * table["mean_intensity_c0"].mean()  # nuclei shine in channel 1
+
+
 def test_measure_command(images, tmp_path):
     labels_path = tmp_path / "labels.tif"
     run("segment", str(images[0]), "-o", str(tmp_path), "--quiet", "--diameter", "20")

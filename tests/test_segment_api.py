@@ -231,6 +231,23 @@ def test_textured_nuclei_are_found_whole(nuclei, seed):
     assert labels.max() == 3 and ap50(truth, labels) == 1.0
 
 
+def test_one_channel_of_a_multichannel_image_is_segmented(nuclei, sample):
+    image, truth = sample
+    rng = np.random.default_rng(0)
+    stack = np.stack([rng.integers(0, 50, image.shape).astype(image.dtype), image,
+                      rng.integers(0, 50, image.shape).astype(image.dtype)], axis=-1)[..., :2]
+    with pytest.raises(InvalidImageError, match=r"pick one channel \(channel=, CLI --channel\)"):
+        cytolens.segment(stack, nuclei, diameter=20)
+    labels = cytolens.segment(stack, nuclei, diameter=20, channel=1)
+    assert np.array_equal(labels, cytolens.segment(image, nuclei, diameter=20))
+    with pytest.raises(InvalidImageError, match="channel 2 does not exist: the image has 2 channels"):
+        cytolens.segment(stack, nuclei, channel=2)
+    with pytest.raises(InvalidParameterError, match="channel must be a whole number"):
+        cytolens.segment(stack, nuclei, channel=1.0)
+    with pytest.raises(InvalidImageError, match="channels last"):
+        cytolens.segment(np.moveaxis(stack, -1, 0), nuclei, channel=0)
+
+
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(UnknownModelError, match="nuclei"):
         cytolens.segment(np.eye(32), model="no-such-model")

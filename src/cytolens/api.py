@@ -34,6 +34,7 @@ def segment(
     gamma: float = 1.0,
     filter_objects: bool = True,
     precision: str = "float32",
+    channel: int | None = None,
     **postprocess,
 ) -> np.ndarray:
     """Segment every object of a 2D image into a label image.
@@ -63,6 +64,10 @@ def segment(
         "bfloat16" runs the network in mixed precision: ~2x faster on CPUs with
         AVX-512 BF16 or AMX, with slightly different results (``benchmarks/``);
         elsewhere it warns and runs in float32.
+    channel : int, optional
+        Segment only this channel of a ``(Y, X, C)`` image (0 = the first), e.g. the
+        nuclear stain (DAPI, Hoechst) of a multichannel image; None uses the image as
+        it is (grayscale or RGB).
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -72,7 +77,10 @@ def segment(
     labels : ndarray of uint32, shape (Y, X)
         0 = background, objects numbered 1..N.
     """
+    from cytolens.preprocess import select_channel
     from cytolens.tasks.segmentation.inference import segment_image
 
+    if channel is not None:
+        image = select_channel(image, channel)
     return segment_image(_load(model), image, diameter, tile_size, overlap, augment, gamma, filter_objects,
                          precision, **postprocess)

@@ -7,6 +7,7 @@ given.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -55,6 +56,29 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: a last axis longer than this is taken for X, not for channels
+MAX_CHANNELS = 16
+
+
+def select_channel(image: np.ndarray, channel: int) -> np.ndarray:
+    """Plane ``channel`` of a ``(Y, X, C)`` image, e.g. the nuclear stain of a multichannel image.
+
+    >>> select_channel(np.zeros((4, 5, 2)), 1).shape
+    (4, 5)
+    >>> select_channel(np.zeros((4, 5, 2)), 2)
+    Traceback (most recent call last):
+    cytolens.errors.InvalidImageError: channel 2 does not exist: the image has 2 channels (0 to 1)
+    """
+    image = np.asarray(image)
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
+        raise InvalidParameterError(f"channel must be a whole number (0 = the first channel), got {channel!r}")
+    if image.ndim != 3 or image.shape[2] > MAX_CHANNELS:
+        raise InvalidImageError(f"channel={channel} needs a (Y, X, C) image with channels last (C <= {MAX_CHANNELS}); "
+                                f"got shape {image.shape} (channels first: numpy.moveaxis(image, 0, -1))")
+    if not -image.shape[2] <= channel < image.shape[2]:
+        raise InvalidImageError(f"channel {channel} does not exist: the image has {image.shape[2]} channels "
+                                    f"(0 to {image.shape[2] - 1})")
+    return image[..., channel]
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -13,8 +13,14 @@ from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterE
 models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
 
 
+def _stem(image_path: Path) -> str:
+    """The file name without its suffix, and without ``.ome`` for an OME-TIFF (``a.ome.tif`` → ``a``)."""
+    stem = image_path.stem
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
 def _outputs_for(image_path: Path, out_dir: Path) -> tuple[Path, Path]:
-    return out_dir / f"{image_path.stem}_labels.tif", out_dir / f"{image_path.stem}_cells.csv"
+    return out_dir / f"{_stem(image_path)}_labels.tif", out_dir / f"{_stem(image_path)}_cells.csv"
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -49,6 +55,9 @@ def segment(
                                              "(when the model has one)."),
     precision: str = typer.Option("float32", help="float32, or bfloat16: mixed precision, ~2x faster on CPUs "
                                                   "with AVX-512 BF16 (slightly different results)."),
+    channel: int | None = typer.Option(None, help="Segment only this channel of a multichannel image (0 = the "
+                                                  "first), e.g. the nuclear stain; the table still measures "
+                                                  "every channel."),
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
@@ -74,7 +83,7 @@ def segment(
             for target in _outputs_for(image_path, output):
                 if target.exists():
                     raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
-    stems = [p.stem for p in images]
+    stems = [_stem(p) for p in images]
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
     package = models.load(model)
@@ -88,7 +97,8 @@ def segment(
         try:
             image = read_image(image_path)
             labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                                 gamma=gamma, filter_objects=filter_objects, precision=precision, **extra)
+                                 gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
+                                 **extra)
         except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
@@ -114,7 +124,7 @@ def _image_files(paths: list[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
-            found = [f for f in list_images(path) if not f.stem.endswith("_labels")]
+            found = [f for f in list_images(path) if not _stem(f).endswith("_labels")]
             if not found:
                 raise ImageReadError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files += found

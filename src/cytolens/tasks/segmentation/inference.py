@@ -53,7 +53,7 @@ def as_yxc(image: np.ndarray) -> np.ndarray:
             "plane, or `cytolens track` for a movie)")
     raise InvalidImageError(
         f"expected a 2D image (Y, X) or (Y, X, C) with 1, 3 or 4 channels; got shape {image.shape}. "
-        "For a stack, segment each plane; for other channel counts pick one channel.")
+        "For a stack, segment each plane; for other channel counts pick one channel (channel=, CLI --channel).")
 
 
 def _sample(image: np.ndarray) -> np.ndarray:

@@ -234,6 +234,24 @@ def test_track_movie_segments_each_frame(monkeypatch):
         tracking.track(raw, diameter=6, precision="float16")
 
 
+def test_channel_tracks_one_channel_of_a_multichannel_movie(monkeypatch):
+    from skimage.measure import label
+
+    import cytolens
+
+    monkeypatch.setattr(cytolens, "segment", lambda image, model="nuclei", diameter=None, **kw: label(image > 0.5),
+                        raising=False)
+    raw = (division_movie() > 0).astype(np.float32)
+    noise = np.random.default_rng(0).random(raw.shape).astype(np.float32) * 0.4
+    two = np.stack([noise, raw], axis=-1)
+    single, picked = tracking.track(raw, diameter=6), tracking.track(two, diameter=6, channel=1)
+    assert picked.ctc_tracks.values.tolist() == single.ctc_tracks.values.tolist()
+    with pytest.raises(InvalidImageError, match="channel 2 does not exist"):
+        tracking.track(two, diameter=6, channel=2)
+    with pytest.raises(InvalidImageError, match=r"needs a \(T, Y, X, C\) movie"):
+        tracking.track(raw, diameter=6, channel=0)
+
+
 def test_a_blank_frame_gets_no_objects_and_the_tracks_bridge_it(monkeypatch):
     from skimage.measure import label
 
@@ -400,6 +418,19 @@ def test_short_tiff_stacks_are_frames_not_channels(tmp_path, frames):
     movie[:, 5:9, 5:9] = 1
     tifffile.imwrite(tmp_path / "labels.tif", movie)
     assert tracking.read_label_movie(tmp_path / "labels.tif").shape == (frames, 20, 30)
+
+
+def test_cli_channel_applies_to_a_movie_not_to_labels(tmp_path):
+    import tifffile
+    from typer.testing import CliRunner
+
+    from cytolens.cli import app
+
+    tifffile.imwrite(tmp_path / "labels.tif", division_movie())
+    result = CliRunner().invoke(app, ["track", "--labels", str(tmp_path / "labels.tif"), "-o", str(tmp_path / "o"),
+                                      "--channel", "1"])
+    assert result.exit_code == 1 and "--channel picks a channel of a MOVIE" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_refuses_an_output_blocked_by_a_file_before_any_work(tmp_path):

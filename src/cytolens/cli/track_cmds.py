@@ -46,6 +46,8 @@ def track_command(
                                                   "fluorescence, 1 otherwise)."),
     precision: str = typer.Option("float32", help="float32, or bfloat16: mixed precision when segmenting MOVIE, "
                                                   "~2x faster on CPUs with AVX-512 BF16."),
+    channel: int | None = typer.Option(None, help="Use only this channel of a multichannel MOVIE (0 = the first), "
+                                                  "e.g. the nuclear marker."),
     max_gap: int = typer.Option(2, help="Missed frames a track may bridge (0 = no gap closing)."),
     search_radius: float | None = typer.Option(None, help="Largest frame-to-frame move in pixels; estimated "
                                                              "when omitted."),
@@ -68,6 +70,8 @@ def track_command(
 
     if (movie is None) == (labels is None):
         raise InvalidParameterError("give either a MOVIE to segment or --labels LABELS to link (exactly one)")
+    if channel is not None and movie is None:
+        raise InvalidParameterError("--channel picks a channel of a MOVIE to segment; --labels are linked as they are")
     settings = {"max_gap": max_gap, "divisions": divisions}
     if search_radius is not None:
         settings["search_radius"] = search_radius
@@ -88,7 +92,7 @@ def track_command(
         result = tracking.track(labels=tracking.read_label_movie(labels), progress=not quiet, **settings)
     else:
         result = tracking.track(_read_movie(movie), model=model, diameter=diameter, gamma=gamma,
-                                precision=precision, progress=not quiet, **settings)
+                                precision=precision, channel=channel, progress=not quiet, **settings)
     result.to_ctc(output, overwrite=overwrite)
     write_table(output / "tracks.csv", result.to_table(), overwrite=overwrite)
     _, graph = result.to_napari()

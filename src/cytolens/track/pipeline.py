@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.preprocess import select_channel
 from cytolens.track.config import TrackingConfig
 from cytolens.track.consistency import merge_flickering_splits
 from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_contacts, label_overlaps
@@ -99,7 +100,8 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,
           detections: pd.DataFrame | None = None, config: TrackingConfig | dict | None = None,
           model: str | os.PathLike = "nuclei", diameter: float | None = None, gamma: float | None = None,
-          precision: str = "float32", progress: bool = False, **settings) -> TrackingResult:
+          precision: str = "float32", channel: int | None = None, progress: bool = False,
+          **settings) -> TrackingResult:
     """Follow every cell through a movie, divisions included.
 
     Give one of: ``movie`` alone (each frame is segmented with ``model``, then linked),
@@ -119,6 +121,9 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
     model, diameter, gamma, precision
         Segmentation model, object diameter, input gamma and network precision
         (:func:`segment_movie`), used only when segmenting ``movie``.
+    channel : int, optional
+        Use only this channel of a ``(T, Y, X, C)`` movie (e.g. the nuclear marker), for
+        segmenting and for the intensities in the tracks table.
     progress : bool
         Show progress bars.
 
@@ -137,6 +142,14 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
     [[1, 0, 2, 0], [2, 0, 2, 0]]
     """
     cfg = TrackingConfig.from_kwargs(config, **settings)
+    if channel is not None:
+        if movie is None:
+            raise InvalidParameterError("channel= picks a channel of the movie; give the movie too")
+        movie = np.asarray(movie)
+        if movie.ndim != 4:
+            raise InvalidImageError(f"channel={channel} needs a (T, Y, X, C) movie; got shape {movie.shape}")
+        select_channel(movie[0], channel)  # checks the channel like segment(channel=) does
+        movie = movie[..., channel]
     given = sum(x is not None for x in (labels, detections))
     if given > 1:
         raise InvalidParameterError("give either labels or detections, not both")

@@ -144,6 +144,7 @@ def test_huge_label_ids_are_measured_and_kept():
     [
         (np.zeros((2, 3, 4), dtype=np.uint16), "2D"),
         (np.zeros(5, dtype=np.uint16), "2D"),
+        (np.zeros((0, 5), dtype=np.uint16), "empty"),
         (np.zeros((3, 3), dtype=np.float32), "integers"),
         (np.zeros((3, 3), dtype=bool), "skimage.measure.label"),
         (np.array([[0, -1], [1, 1]]), "non-negative"),

@@ -44,6 +44,8 @@ def _validate_labels(labels) -> np.ndarray:
         raise InvalidImageError(
             f"labels must be a 2D (Y, X) label image, got shape {labels.shape}; "
             "measure each frame or plane of a stack separately")
+    if labels.size == 0:
+        raise InvalidImageError(f"label image is empty (shape {labels.shape})")
     if not np.issubdtype(labels.dtype, np.integer):
         raise InvalidImageError(
             f"labels must be integers (0 = background, one positive id per object), got dtype {labels.dtype}; "

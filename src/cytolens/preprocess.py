@@ -77,7 +77,7 @@ def select_channel(image: np.ndarray, channel: int) -> np.ndarray:
                                 f"got shape {image.shape} (channels first: numpy.moveaxis(image, 0, -1))")
     if not -image.shape[2] <= channel < image.shape[2]:
         raise InvalidImageError(f"channel {channel} does not exist: the image has {image.shape[2]} channels "
-                                    f"(0 to {image.shape[2] - 1})")
+                                f"(0 to {image.shape[2] - 1})")
     return image[..., channel]
 
 
@@ -96,7 +96,8 @@ def check_image(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise InvalidImageError("image contains NaN or infinite values; replace them first")
-        if image.dtype.itemsize > 4 and np.abs(image).max() > _FLOAT32_MAX:  # models compute in float32, where these become inf
+        # models compute in float32, where these values become inf
+        if image.dtype.itemsize > 4 and np.abs(image).max() > _FLOAT32_MAX:
             raise InvalidImageError(f"image values reach {np.abs(image).max():.3g}, beyond float32's range "
                                     f"({_FLOAT32_MAX:.3g}); rescale the image first")
     if image.min() == image.max():

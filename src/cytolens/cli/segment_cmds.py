@@ -90,9 +90,8 @@ def segment(
     extra = parse_params(param or [])
     if min_size is not None:
         extra["min_size"] = min_size
-    total = 0
+    total, failed = 0, 0
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
-    failed = 0
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
         try:
             image = read_image(image_path)

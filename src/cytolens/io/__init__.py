@@ -13,8 +13,8 @@ from cytolens.io.images import (
     write_table,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "atomic_write", "check_output_folder", "label_dtype", "list_images", "make_folder", "read_image", "write_image",
-           "write_labels", "write_table"]
+__all__ = ["IMAGE_SUFFIXES", "atomic_write", "check_output_folder", "label_dtype", "list_images", "make_folder",
+           "read_image", "write_image", "write_labels", "write_table"]
 
 from cytolens.io.ctc import (  # noqa: E402
     ctc_frame_files,

@@ -121,7 +121,7 @@ def update_meta(folder: str | os.PathLike, change: Callable[[dict], None]) -> di
     {'name': 'x', 'training': {'epochs': 3}}
     """
     path = Path(folder) / "model.json"
-    meta = json.loads(path.read_text())
+    meta = _read_json(path)
     change(meta)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"), overwrite=True)
     return meta

@@ -78,7 +78,8 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
         raise InvalidImageError("every frame of the movie is blank (all pixels equal): there is nothing to track")
     if blank:
         warnings.warn(f"{len(blank)} blank frame(s) (all pixels equal) get no objects: frame(s) "
-                      f"{', '.join(map(str, sorted(blank)[:5]))}{' ...' if len(blank) > 5 else ''}", UserWarning, stacklevel=2)
+                      f"{', '.join(map(str, sorted(blank)[:5]))}{' ...' if len(blank) > 5 else ''}",
+                      UserWarning, stacklevel=2)
     if gamma is None:
         gamma = FLUORESCENCE_MOVIE_GAMMA if has_dark_background(movie[shown[len(shown) // 2]]) else 1.0
     if diameter is None:

@@ -131,7 +131,7 @@ def objects_from_maps(
         markers, _ = ndi.label((distance > marker_threshold) & mask)
     labels = watershed(np.negative(distance, out=distance), markers, mask=mask)  # in place: no 4th map
     labels = add_unclaimed_regions(labels, mask)
-    return remove_small_objects(relabel_sequential(labels), min_size)
+    return remove_small_objects(labels, min_size)  # renumbers 1..N too
 
 
 def _dynamic_peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:

@@ -163,18 +163,21 @@ def committed_package(name: str, commit: str, log: Log):
     return load(folder / package_path)
 
 
-def ensure_stardist_venv(venv: Path, log: Log) -> Path:
-    """StarDist's own virtual environment (created and filled with pip when missing); its python."""
+def ensure_venv(venv: Path, requirements: list[str], tool: str, log) -> Path:
+    """A peer tool's own virtual environment (created and filled with pip when missing); its python.
+
+    A marker file records the requirements installed, so changing them reinstalls.
+    """
     python, marker = venv / "bin" / "python", venv / "cytolens-peers.json"
-    if python.exists() and marker.exists() and json.loads(marker.read_text()) == STARDIST_REQUIREMENTS:
+    if python.exists() and marker.exists() and json.loads(marker.read_text()) == requirements:
         return python
-    log(f"creating StarDist's virtual environment in {venv} (pip install {' '.join(STARDIST_REQUIREMENTS)}, ~2 GB)")
+    log(f"creating {tool}'s virtual environment in {venv} (pip install {' '.join(requirements)})")
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *STARDIST_REQUIREMENTS], check=False)
+    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=False)
     if installed.returncode != 0:
-        sys.exit(f"could not install StarDist into {venv} (pip exit {installed.returncode}); see the pip output above")
-    marker.write_text(json.dumps(STARDIST_REQUIREMENTS) + "\n")
+        sys.exit(f"could not install {tool} into {venv} (pip exit {installed.returncode}); see the pip output above")
+    marker.write_text(json.dumps(requirements) + "\n")
     return python
 
 
@@ -490,7 +493,7 @@ def main() -> None:
     log(f"{stem}: {report['images']}; StarDist budget {args.steps} steps x {STARDIST_BATCH} x {PATCH_SIZE}² "
         f"(ours: {reference['crops']} crops)")
 
-    python = ensure_stardist_venv(args.venv, log)
+    python = ensure_venv(args.venv, STARDIST_REQUIREMENTS, "StarDist", log)
     data_folder = args.work / ("data_quick" if args.quick else "data")
     prepare_stardist_data(data_folder, ids, target_diameter, normalization, log)
 

@@ -6,10 +6,8 @@ these tests check the plumbing and the files written, not the accuracy.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,6 @@ from cytolens.io import write_image, write_labels
 from cytolens.train import learning_curve, load_config, run, tune
 from cytolens.train.config import validate_config
 from cytolens.train.search import _verdict, apply_params
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_disks(folder: Path, n: int, seed: int, prefix: str = "img", size: int = 48) -> None:
@@ -315,24 +311,13 @@ def test_learning_curve_verdict(values, train, flattened, words):
     assert ("capacity or training budget limits it" in message) == gap_closed
 
 
-def _script(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
-
-
-def test_benchmark_scripts_run_on_tiny_synthetic_data(dataset):
+def test_benchmark_scripts_run_on_tiny_synthetic_data(dataset, benchmark_script):
     budget = {"optimization": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop_size": 32}}
-    curve = _script("learning_curve_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_curve",
+    curve = benchmark_script("learning_curve_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_curve",
                                                         (0.5, 1.0), budget=budget, progress=False)
     assert len(curve.table) == 2 and "learning_curve.png" in (dataset / "bench_curve" / "README.md").read_text()
     space = {"learning_rate": ("log", 1e-3, 1e-2), "depth": ("int", 1, 2)}
-    tuned = _script("tuning_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_tune", 2, budget=budget,
+    tuned = benchmark_script("tuning_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_tune", 2, budget=budget,
                                                 search_space=space, progress=False)
     assert len(tuned.table) == 2 and (dataset / "bench_tune" / "README.md").is_file()
 

@@ -54,7 +54,8 @@ def torch_kmacs_per_pixel(network, channels: int, side: int = 512) -> float:
     def count(module, inputs, output):
         nonlocal total
         if isinstance(module, nn.Conv2d):
-            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * per_output
         elif isinstance(module, nn.ConvTranspose2d):
             total += inputs[0].numel() * module.out_channels * module.kernel_size[0] * module.kernel_size[1]
 

@@ -23,8 +23,8 @@ The ratio column is each call's time over the time of cytolens ``nuclei`` on the
 job it was timed on.
 
 Usage: python benchmarks/peers_speed.py [--repeats 3] [--tools cytolens stardist cellpose]
-Writes benchmarks/results/peers_speed.{json,md,log} (``--results DIR``: elsewhere). The peers' venvs are created on first use
-(StarDist ~2 GB, Cellpose ~1.6 GB, under ~/.cache/cytolens-peers).
+Writes benchmarks/results/peers_speed.{json,md,log} (``--results DIR``: elsewhere). The peers' venvs
+are created on first use (StarDist ~2 GB, Cellpose ~1.6 GB, under ~/.cache/cytolens-peers).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def markdown(report: dict) -> str:
              "Script: `benchmarks/peers_speed.py` (how each tool is called: its docstring).", "",
              "Versions: " + ", ".join(f"{k} {v}" for tool in report["versions"].values() for k, v in tool.items())
              + ".", "",
-             "| image | tool | seconds | Mpx/s | time / cytolens nuclei time | network k MAC / pixel | AP@0.5 vs truth |",
+             "| image | tool | seconds | Mpx/s | time / cytolens nuclei time | network k MAC / pixel "
+             "| AP@0.5 vs truth |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for side, rows in report["results"].items():
         for name, row in rows.items():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import cytolens.track as tracking
-from track_movies import disc, movie_of
+from track_movies import movie_of
 
 
 def one_division(result, mother_span: tuple[int, int], daughters_begin: int) -> None:

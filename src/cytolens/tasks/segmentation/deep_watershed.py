@@ -42,7 +42,6 @@ from cytolens.tasks.segmentation._common import (
     add_unclaimed_regions,
     check_labels,
     normalized_inner_distance,
-    relabel_sequential,
     remove_small_objects,
     sigmoid,
 )

@@ -79,7 +79,8 @@ def best_time(call, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
-def cytolens_calls(models: list[str]) -> tuple[dict, dict]:
+def cytolens_calls(models: list[str]) -> tuple[dict, dict, dict]:
+    """The timed calls by row name, the versions, and each network's k MAC per pixel (same for every tool)."""
     import cytolens
     from cytolens.models import load
     from cytolens.tasks.segmentation.inference import as_yxc, predict_outputs, tile_preparer
@@ -102,7 +103,7 @@ def cytolens_calls(models: list[str]) -> tuple[dict, dict]:
     return calls, {"cytolens": cytolens.__version__}, kmacs
 
 
-def stardist_calls(model_dir: Path) -> tuple[dict, dict]:
+def stardist_calls(model_dir: Path) -> tuple[dict, dict, dict]:
     import stardist
     import tensorflow as tf
     from csbdeep.utils import normalize
@@ -124,7 +125,7 @@ def stardist_calls(model_dir: Path) -> tuple[dict, dict]:
             {"stardist": kmacs})
 
 
-def cellpose_calls(truths: dict) -> tuple[dict, dict]:
+def cellpose_calls(truths: dict) -> tuple[dict, dict, dict]:
     import cellpose
     from cellpose import dynamics, models
 

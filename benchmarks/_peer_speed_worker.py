@@ -14,7 +14,7 @@ input) and ``--out`` with ``.npz``
 
 The tools:
 
-* ``cytolens``: ``cytolens.segment(image, model, diameter=20)`` for each ``--models`` entry, and
+* ``cytolens``: ``cytolens.segment(image, model, diameter=D)`` (``--diameter``) for each ``--models`` entry, and
   the same with ``precision="bfloat16"`` (mixed precision; rows named "model (bfloat16)").
   "network only" times the network part alone (normalization, tiles, network, blending:
   ``predict_outputs``), without the watershed and the object filter.
@@ -22,7 +22,7 @@ The tools:
   diameter 20 px, 3 input channels): ``normalize`` (percentiles 1-99.8) of the image repeated
   to 3 channels, then ``predict_instances``: StarDist's documented call.
 * ``cellpose``: Cellpose 3's network for nuclei (``CPnet``, 2 input channels, ``diam_mean`` 17,
-  as the pretrained ``nuclei`` model) with ``eval(image, diameter=20, channels=[0, 0])``. Its
+  as the pretrained ``nuclei`` model) with ``eval(image, diameter=D, channels=[0, 0])``. Its
   pretrained weights cannot be downloaded here, and the time of its network does not depend on
   the weights, but the time of its mask step (following the flows) depends on what the network
   predicts. So the network runs for real, inside the real ``eval`` call, and its output is then
@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-DIAMETER = 20.0
 WARM_UP_SIDE = 256
 
 
@@ -79,7 +78,7 @@ def best_time(call, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
-def cytolens_calls(models: list[str]) -> tuple[dict, dict, dict]:
+def cytolens_calls(models: list[str], diameter: float) -> tuple[dict, dict, dict]:
     """The timed calls by row name, the versions, and each network's k MAC per pixel (same for every tool)."""
     import cytolens
     from cytolens.models import load
@@ -87,7 +86,7 @@ def cytolens_calls(models: list[str]) -> tuple[dict, dict, dict]:
 
     def network_only(image: np.ndarray, package) -> np.ndarray:
         image_yxc = as_yxc(image)
-        scale = package.meta["scale"]["target_diameter"] / DIAMETER
+        scale = package.meta["scale"]["target_diameter"] / diameter
         predict_outputs(package, image_yxc, scale, tile_preparer(package, image_yxc))
         return np.zeros(0)
 
@@ -99,7 +98,7 @@ def cytolens_calls(models: list[str]) -> tuple[dict, dict, dict]:
         for precision in ("float32", "bfloat16"):
             row = name if precision == "float32" else f"{name} (bfloat16)"
             calls[row] = (lambda image, package=package, precision=precision:
-                          cytolens.segment(image, package, diameter=DIAMETER, precision=precision))
+                          cytolens.segment(image, package, diameter=diameter, precision=precision))
     return calls, {"cytolens": cytolens.__version__}, kmacs
 
 
@@ -125,7 +124,7 @@ def stardist_calls(model_dir: Path) -> tuple[dict, dict, dict]:
             {"stardist": kmacs})
 
 
-def cellpose_calls(truths: dict) -> tuple[dict, dict, dict]:
+def cellpose_calls(truths: dict, diameter: float) -> tuple[dict, dict, dict]:
     import cellpose
     from cellpose import dynamics, models
 
@@ -147,7 +146,7 @@ def cellpose_calls(truths: dict) -> tuple[dict, dict, dict]:
     def segment(image: np.ndarray, compute_masks: bool = True) -> np.ndarray:
         if image.shape not in ideal:  # the warm-up crop: flows of nothing
             ideal[image.shape] = (np.zeros((2, *image.shape), np.float32), np.full(image.shape, -6.0, np.float32))
-        return model.eval(image, diameter=DIAMETER, channels=[0, 0], compute_masks=compute_masks)[0]
+        return model.eval(image, diameter=diameter, channels=[0, 0], compute_masks=compute_masks)[0]
 
     calls = {"cellpose": segment,
              "cellpose network only": lambda image: segment(image, compute_masks=False)}
@@ -160,6 +159,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--diameter", type=float, required=True, help="object size given to every tool (pixels)")
     parser.add_argument("--models", nargs="*", default=["nuclei", "nuclei_fast"], help="cytolens models")
     parser.add_argument("--stardist-model", type=Path, help="StarDist model folder (weights_best.h5, config.json)")
     args = parser.parse_args()
@@ -167,11 +167,11 @@ def main() -> None:
         images = {int(key.split("_")[1]): archive[key] for key in archive.files if key.startswith("image_")}
         truths = {int(key.split("_")[1]): archive[key] for key in archive.files if key.startswith("truth_")}
     if args.tool == "cytolens":
-        calls, versions, kmacs = cytolens_calls(args.models)
+        calls, versions, kmacs = cytolens_calls(args.models, args.diameter)
     elif args.tool == "stardist":
         calls, versions, kmacs = stardist_calls(args.stardist_model)
     else:
-        calls, versions, kmacs = cellpose_calls(truths)
+        calls, versions, kmacs = cellpose_calls(truths, args.diameter)
     seconds, labels = {}, {}
     for name, call in calls.items():
         for side, image in images.items():

@@ -42,9 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
 from peers_dsb import CACHE, STARDIST_REQUIREMENTS, Log, ensure_venv  # noqa: E402
-from segmentation_speed import RESULTS  # noqa: E402
+from segmentation_speed import DIAMETER, RESULTS, speed_image  # noqa: E402
 
-from cytolens.data.synthetic import synthetic_nuclei  # noqa: E402
 from cytolens.metrics import match  # noqa: E402
 
 CELLPOSE_REQUIREMENTS = ["torch==2.13.0", "cellpose==3.1.1.3"]
@@ -55,14 +54,13 @@ REFERENCE = "nuclei"
 
 def make_images(sides: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The images of segmentation_speed.py: (image, true labels) per side."""
-    return {side: synthetic_nuclei(shape=(side, side), n_nuclei=int(80 * (side / 512) ** 2), seed=side)
-            for side in sides}
+    return {side: speed_image((side, side)) for side in sides}
 
 
 def run_worker(python: Path, tool: str, images: Path, out: Path, repeats: int, extra: list[str], log: Log) -> dict:
     """Run one tool's worker; its timing lines go to the log. Returns its JSON report."""
     command = [str(python), str(WORKER), "--tool", tool, "--images", str(images), "--out", str(out),
-               "--repeats", str(repeats), *extra]
+               "--repeats", str(repeats), "--diameter", str(DIAMETER), *extra]
     log("running " + " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as worker:

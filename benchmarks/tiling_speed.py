@@ -22,16 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
+from segmentation_speed import DIAMETER, speed_image  # noqa: E402
 
 import cytolens  # noqa: E402
 from cytolens import preprocess  # noqa: E402
-from cytolens.data.synthetic import synthetic_nuclei  # noqa: E402
 from cytolens.metrics import match  # noqa: E402
 from cytolens.models import load  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(520, 696), (1024, 1024), (1040, 1388), (2048, 2048)]
-DIAMETER = 20.0
 FITTED = preprocess.fitted_tile  # the rule cytolens uses now
 
 
@@ -58,7 +57,7 @@ def main() -> None:
     package = load(args.model)
     report = {"machine": machine(), "model": args.model, "shapes": []}
     for shape in SHAPES:
-        image, truth = synthetic_nuclei(shape=shape, n_nuclei=int(80 * shape[0] * shape[1] / 512**2), seed=shape[1])
+        image, truth = speed_image(shape)
         times = {"fixed": [], "fitted": []}
         labels = {}
         for _ in range(args.repeats):  # alternate, so drifts of a shared machine hit both alike

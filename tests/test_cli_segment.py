@@ -42,6 +42,11 @@ def test_segment_writes_labels_and_tables_then_refuses_to_overwrite(images, tmp_
     assert again.returncode == 1
     assert "exists" in again.stderr and "--overwrite" in again.stderr and "Traceback" not in again.stderr
     assert (out / "a_labels.tif").read_bytes() == before
+    # a bad setting is named first, not hidden behind the existing outputs
+    for bad, message in ((("--diameter", "-3"), "diameter must be a positive"), (("--gamma", "9"), "gamma must be"),
+                         (("--model", "nope"), "unknown model")):
+        wrong = run("segment", str(images[0]), "-o", str(out), "--quiet", *bad)
+        assert wrong.returncode == 1 and message in wrong.stderr and "exists" not in wrong.stderr
     assert run("segment", str(images[0]), "-o", str(out), "--quiet", "--overwrite").returncode == 0
     # a post-processing override changes the result: no object survives a huge minimum size
     assert run("segment", str(images[0]), "-o", str(out), "-q", "--overwrite", "--param", "min_size=100000",

@@ -181,6 +181,13 @@ def test_empty_image_raises(tmp_path):
         write_image(tmp_path / "empty.tif", np.zeros((0, 4), np.uint8))
 
 
+@pytest.mark.parametrize("name", ["empty.png", "empty.tif", "empty.jpg"])
+def test_zero_byte_file_is_named_empty(tmp_path, name):
+    (tmp_path / name).touch()
+    with pytest.raises(ImageReadError, match=r"empty file \(0 bytes\)"):
+        read_image(tmp_path / name)
+
+
 # --- labels ------------------------------------------------------------------------------
 
 

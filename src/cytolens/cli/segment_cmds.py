@@ -75,8 +75,15 @@ def segment(
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
+    from cytolens.tasks.segmentation.inference import check_settings
 
     images = _image_files(images)
+    # every setting is checked before the outputs: the first error names the real problem
+    package = models.load(model)
+    extra = parse_params(param or [])
+    if min_size is not None:
+        extra["min_size"] = min_size
+    check_settings(package, diameter, tile_size, gamma=gamma, precision=precision, **extra)
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
@@ -86,10 +93,6 @@ def segment(
     stems = [_stem(p) for p in images]
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
-    package = models.load(model)
-    extra = parse_params(param or [])
-    if min_size is not None:
-        extra["min_size"] = min_size
     total, failed = 0, 0
     # disable=None hides the bar when stderr is not a terminal (pipes, logs)
     for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):

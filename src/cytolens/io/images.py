@@ -115,6 +115,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES:
         raise ImageReadError(
             f"{path}: unsupported file type {suffix or '(no suffix)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if path.stat().st_size == 0:  # decoders word this obscurely (pillow: "can not handle the given uri")
+        raise ImageReadError(f"{path} is an empty file (0 bytes); was it copied or saved completely?")
     try:
         if suffix in TIFF_SUFFIXES:
             image, axes, has_alpha = _read_tiff(path)

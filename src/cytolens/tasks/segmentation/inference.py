@@ -20,7 +20,7 @@ import numpy as np
 
 from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParameterError
 from cytolens.models.package import ModelPackage
-from cytolens.nn.precision import autocast_for
+from cytolens.nn.precision import autocast_for, check_precision
 from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation.object_filter import ObjectFilter
@@ -101,6 +101,11 @@ def has_dark_background(image: np.ndarray) -> bool:
     return bool(np.median(sample.mean(axis=-1)) < (lo + hi) / 2)
 
 
+def _check_gamma(gamma: float) -> None:
+    if not (isinstance(gamma, numbers.Real) and np.isfinite(gamma) and 0.2 <= gamma <= 5.0):
+        raise InvalidParameterError(f"gamma must be between 0.2 and 5, got {gamma}")
+
+
 def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1.0) -> _TilePreparer:
     """The normalization a package's network expects, for one image.
 
@@ -108,8 +113,7 @@ def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1
     parts of an object towards its bright parts (the training augmentation draws
     gammas in exp(±0.4), so 0.67 to 1.5 stay within what the network has seen).
     """
-    if not (np.isfinite(gamma) and 0.2 <= gamma <= 5.0):
-        raise InvalidParameterError(f"gamma must be between 0.2 and 5, got {gamma}")
+    _check_gamma(gamma)
     norm = package.meta.get("normalization", {})
     lo, hi = _percentiles(_sample(image_yxc), norm.get("low", 1.0), norm.get("high", 99.8))
     return _TilePreparer(lo, hi, float(gamma))
@@ -314,6 +318,26 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
     return object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, scale)
 
 
+def check_settings(package: ModelPackage, diameter: float | None = None, tile_size: int = 512, overlap: int = 64,
+                   gamma: float = 1.0, precision: str = "float32", **postprocess) -> None:
+    """Raise a clear error for any bad segmentation setting, before an image is read or a network runs.
+
+    >>> from cytolens.models import load
+    >>> check_settings(load("nuclei"), diameter=-3)
+    Traceback (most recent call last):
+    cytolens.errors.InvalidParameterError: diameter must be a positive number of pixels, got -3
+    """
+    _require_segmentation(package)
+    if diameter is not None and not (isinstance(diameter, numbers.Real) and not isinstance(diameter, bool)
+                                     and np.isfinite(diameter) and diameter > 0):
+        raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter!r}")
+    postprocess_params(package, postprocess)
+    if tile_size < 64 or overlap < 0 or overlap * 2 >= tile_size:
+        raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
+    _check_gamma(gamma)
+    check_precision(precision)
+
+
 def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, diameter: float | None = None,
                     tile_size: int = 512, overlap: int = 64, augment: bool = False,
                     **postprocess) -> tuple[np.ndarray | None, np.ndarray, float]:
@@ -322,13 +346,7 @@ def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePre
     ``segment_image`` without the object filter; returns ``(outputs, labels, scale)``,
     outputs None when no object was found while estimating the diameter.
     """
-    _require_segmentation(package)
-    if diameter is not None and not (isinstance(diameter, numbers.Real) and not isinstance(diameter, bool)
-                                     and np.isfinite(diameter) and diameter > 0):
-        raise InvalidParameterError(f"diameter must be a positive number of pixels, got {diameter!r}")
-    postprocess_params(package, postprocess)  # a bad setting fails before the network runs, not after
-    if tile_size < 64 or overlap < 0 or overlap * 2 >= tile_size:
-        raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
+    check_settings(package, diameter, tile_size, overlap, **postprocess)
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
     target = package.meta["scale"]["target_diameter"]

@@ -313,12 +313,13 @@ def test_learning_curve_verdict(values, train, flattened, words):
 
 def test_benchmark_scripts_run_on_tiny_synthetic_data(dataset, benchmark_script):
     budget = {"optimization": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "crop_size": 32}}
-    curve = benchmark_script("learning_curve_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_curve",
-                                                        (0.5, 1.0), budget=budget, progress=False)
+    learning_curve_dsb, tuning_dsb = benchmark_script("learning_curve_dsb"), benchmark_script("tuning_dsb")
+    curve = learning_curve_dsb.run_benchmark(dataset / "config.yaml", dataset / "bench_curve",
+                                             (0.5, 1.0), budget=budget, progress=False)
     assert len(curve.table) == 2 and "learning_curve.png" in (dataset / "bench_curve" / "README.md").read_text()
     space = {"learning_rate": ("log", 1e-3, 1e-2), "depth": ("int", 1, 2)}
-    tuned = benchmark_script("tuning_dsb").run_benchmark(dataset / "config.yaml", dataset / "bench_tune", 2, budget=budget,
-                                                search_space=space, progress=False)
+    tuned = tuning_dsb.run_benchmark(dataset / "config.yaml", dataset / "bench_tune", 2, budget=budget,
+                                     search_space=space, progress=False)
     assert len(tuned.table) == 2 and (dataset / "bench_tune" / "README.md").is_file()
 
 

@@ -222,6 +222,20 @@ def test_transfer_learning_freezes_the_encoder_and_records_the_parent(trained, d
         run(mismatch, progress=False)
 
 
+def test_on_epoch_end_sees_each_row_after_its_checkpoint(tmp_path):
+    write_disks(tmp_path / "data", 4, seed=6)
+    config = write_config(tmp_path, data={"test_fraction": 0.0, "val_fraction": 0.25},
+                          optimization={"epochs": 2, "steps_per_epoch": 1, "warmup_epochs": 0})
+    seen = []
+
+    def keep(row):  # what training/nuclei_cpu/train_keeping_epochs.py relies on
+        checkpoint = torch.load(tmp_path / "models" / "tiny.work" / "last.pt", weights_only=False)
+        seen.append((row["epoch"], len(checkpoint["history_rows"])))
+
+    run(config, progress=False, on_epoch_end=keep)
+    assert seen == [(1, 1), (2, 2)]
+
+
 def test_receptive_field_warning_during_training(dataset):
     config = write_config(dataset, "shallow.yaml", architecture={"depth": 1}, target_diameter=24,
                           output="models/shallow", optimization={"epochs": 1, "steps_per_epoch": 1, "crop_size": 48})

@@ -12,7 +12,7 @@ Usage:
 CONFIG is the run's training config; OUT_PACKAGE must already be a model package of that
 architecture (e.g. a copy of the run's parent): its weights.safetensors is replaced and the
 averaging is recorded in its model.json. Snapshots are ``last.pt`` copies
-(training/nuclei_cpu/snapshot_epochs.sh) or model packages (a directory with weights.safetensors).
+(training/nuclei_cpu/train_keeping_epochs.py) or model packages (a directory with weights.safetensors).
 Then tune its thresholds and refit its size model and object filter as for any new weights.
 """
 

@@ -25,11 +25,11 @@ from cytolens.train.splits import load_split, make_split, nested_subsets, save_s
 from cytolens.train.weights import inverse_frequency_weights, pixel_class_weights, sample_weights
 
 
-def run(config, *, progress: bool = True, overwrite: bool = False, resume: bool = True):
+def run(config, *, progress: bool = True, overwrite: bool = False, resume: bool = True, on_epoch_end=None):
     """Train the model a config (YAML path, mapping or config object) describes; see :func:`cytolens.train.api.run`."""
     from cytolens.train.api import run as _run
 
-    return _run(config, progress=progress, overwrite=overwrite, resume=resume)
+    return _run(config, progress=progress, overwrite=overwrite, resume=resume, on_epoch_end=on_epoch_end)
 
 
 def tune(config, trials: int = 20, out_dir=None, **options):

@@ -50,7 +50,8 @@ def trainer_for(config: BaseModel) -> ModuleType:
     return importlib.import_module(TASK_TRAINERS[task])
 
 
-def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, resume: bool = True):
+def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, resume: bool = True,
+        on_epoch_end=None):
     """Train the model a config describes and write its package to ``config.output``.
 
     Parameters
@@ -63,6 +64,9 @@ def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, r
         Replace an existing package at ``config.output`` (otherwise an error).
     resume : bool
         Continue from ``<output>.work/last.pt`` when it was made with the same config.
+    on_epoch_end : callable, optional
+        Called with each epoch's history row once the epoch's checkpoint
+        (``<output>.work/last.pt``) is written, e.g. to keep every epoch's weights.
 
     Returns
     -------
@@ -74,4 +78,4 @@ def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, r
     output = Path(config.output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass overwrite=True (--overwrite) or choose another output")
-    return trainer_for(config).fit_task(config, progress=progress, resume=resume)
+    return trainer_for(config).fit_task(config, progress=progress, resume=resume, on_epoch_end=on_epoch_end)

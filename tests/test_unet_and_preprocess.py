@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
-from cytolens.nn import UNet, receptive_field
+from cytolens.nn import UNet, fuse_batchnorm, receptive_field
 from cytolens.preprocess import normalize_percentile, predict_tiled, rescale, resize_to, to_rgb
 
 
@@ -22,6 +22,24 @@ def test_unet_rejects_bad_arguments():
         UNet(norm="group")
     with pytest.raises(ValueError):
         UNet(depth=0)
+
+
+def test_fused_batchnorm_network_computes_the_same_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, out_channels=2, depth=2, base_channels=4)
+    net(torch.rand(4, 3, 32, 32) * 3)  # a training-mode pass gives the batch-norms non-trivial statistics
+    net.eval()
+    keys = set(net.state_dict())
+    fused = fuse_batchnorm(net)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), net(x), atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert set(net.state_dict()) == keys  # the original keeps its batch-norms (parents' weights load by name)
+    plain = UNet(depth=2, base_channels=4, norm="none").eval()
+    assert fuse_batchnorm(plain) is plain  # nothing to fold
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_batchnorm(net.train())
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from cytolens.errors import InvalidModelError, UnknownModelError
 from cytolens.io.images import atomic_write, make_folder
-from cytolens.nn import UNet
+from cytolens.nn import UNet, fuse_batchnorm
 
 FORMAT_VERSION = 1
 BUNDLED_DIR = Path(str(resources.files("cytolens.models") / "bundled"))
@@ -48,6 +49,16 @@ class ModelPackage:
     @property
     def name(self) -> str:
         return self.meta["name"]
+
+    @cached_property
+    def inference_network(self) -> torch.nn.Module:
+        """``network`` with its batch-norms folded into its convolutions: what segmenting runs.
+
+        The same outputs to float rounding, ~10-15 % faster on a CPU
+        (:func:`~cytolens.nn.unet.fuse_batchnorm`); made on first use and kept. Training
+        from this package (a parent's weights) reads ``network``, which keeps its batch-norms.
+        """
+        return fuse_batchnorm(self.network.eval()).to(memory_format=torch.channels_last)
 
 
 def build_network(architecture: dict) -> torch.nn.Module:

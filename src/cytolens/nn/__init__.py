@@ -1,5 +1,5 @@
 """PyTorch building blocks and architectures."""
 
-from cytolens.nn.unet import UNet, UNetConfig, receptive_field, unet_receptive_field
+from cytolens.nn.unet import UNet, UNetConfig, fuse_batchnorm, receptive_field, unet_receptive_field
 
-__all__ = ["UNet", "UNetConfig", "receptive_field", "unet_receptive_field"]
+__all__ = ["UNet", "UNetConfig", "fuse_batchnorm", "receptive_field", "unet_receptive_field"]

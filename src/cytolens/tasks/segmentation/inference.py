@@ -137,7 +137,7 @@ def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, 
     """Raw network outputs ``(K, Y, X)`` at the image's own resolution, computed at ``scale``."""
     schema = SCHEMAS[package.meta["schema"]]
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
-    predict = network_predictor(package.network)
+    predict = network_predictor(package.inference_network)
     if augment:
         predict = flip_averaged(predict)
     if _applied(scale) == 1.0:
@@ -254,7 +254,7 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
                                     "training/nuclei/fit_size_model.py") from None
         # the size model was fitted on styles of images normalized without a gamma
         plain = prep.without_gamma()
-        styles = np.stack([style_of(package.network, plain(crop)) for crop in crops])
+        styles = np.stack([style_of(package.inference_network, plain(crop)) for crop in crops])
         guess = float(np.median(size_model.predict(styles)))
     scale = float(np.clip(target / guess, MIN_SCALE, MAX_SCALE))
     areas = []

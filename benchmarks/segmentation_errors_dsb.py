@@ -36,20 +36,12 @@ from segmentation_dsb import DATA, MODALITY_NAMES, RESULTS, ROOT, SPLIT  # noqa:
 
 import cytolens  # noqa: E402
 from cytolens.io import read_image  # noqa: E402
-from cytolens.metrics.segmentation import iou_matrix, match, object_errors  # noqa: E402
+from cytolens.metrics.segmentation import iou_matrix, match, match_iou_matrix, object_errors  # noqa: E402
 from cytolens.models import load  # noqa: E402
 
 TRUTH_KINDS = ("removed by the object filter", "merged with a neighbour", "poorly outlined", "not found")
 PRED_KINDS = ("spurious", "poor")
 CAICEDO = ("merge", "split", "missed", "extra", "catastrophe")
-
-
-def _best_iou(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ids of ``truth`` and ``pred`` with each one's best IoU against the other image (0 when it is empty)."""
-    iou, true_ids, pred_ids = iou_matrix(truth, pred)
-    if iou.size == 0:
-        return true_ids, np.zeros(len(true_ids)), pred_ids, np.zeros(len(pred_ids))
-    return true_ids, iou.max(axis=1), pred_ids, iou.max(axis=0)
 
 
 def error_kinds(truth: np.ndarray, pred: np.ndarray, unfiltered: np.ndarray | None = None) -> Counter:
@@ -62,8 +54,11 @@ def error_kinds(truth: np.ndarray, pred: np.ndarray, unfiltered: np.ndarray | No
     """
     truth, pred = np.asarray(truth, np.int64), np.asarray(pred, np.int64)
     kinds: Counter = Counter()
-    true_ids, true_best, pred_ids, pred_best = _best_iou(truth, pred)
-    pairs = match(truth, pred).matched_pairs  # one-to-one: two nuclei at IoU 0.5 with one object match once
+    iou, true_ids, pred_ids = iou_matrix(truth, pred)
+    true_best = iou.max(axis=1) if iou.size else np.zeros(len(true_ids))  # each one's best IoU with the other side
+    pred_best = iou.max(axis=0) if iou.size else np.zeros(len(pred_ids))
+    # one-to-one: two nuclei at IoU 0.5 with one object match once
+    pairs = match_iou_matrix(iou, true_ids, pred_ids).matched_pairs
     matched_true, matched_pred = {t for t, _ in pairs}, {p for _, p in pairs}
     matched_unfiltered = set()
     if unfiltered is not None:

@@ -241,15 +241,15 @@ def evaluate_segmentation(pred: str | os.PathLike, truth: str | os.PathLike, out
         row = {"item": name, "pred_file": pred_path.name, "truth_file": truth_path.name,
                "n_true": len(tid), "n_pred": len(pid)}
         for thr in thresholds:
-            m = seg._match_from_iou(iou, tid, pid, thr, False)
+            m = seg.match_iou_matrix(iou, tid, pid, thr, False)
             row[f"ap@{thr:.2f}"] = m.average_precision
             pooled[thr][0] += m.tp
             pooled[thr][1] += m.fp
             pooled[thr][2] += m.fn
-        m50 = seg._match_from_iou(iou, tid, pid, 0.5, False)
+        m50 = seg.match_iou_matrix(iou, tid, pid, 0.5, False)
         row.update(tp=m50.tp, fp=m50.fp, fn=m50.fn, precision=m50.precision, recall=m50.recall, f1=m50.f1,
                    mean_matched_iou=m50.mean_matched_iou,
-                   dsb2018=float(np.mean([seg._match_from_iou(iou, tid, pid, k, True).average_precision
+                   dsb2018=float(np.mean([seg.match_iou_matrix(iou, tid, pid, k, True).average_precision
                                           for k in seg.KAGGLE_THRESHOLDS])))
         pq = seg.panoptic_quality(t, p)
         row.update(pq=pq.pq, sq=pq.sq, rq=pq.rq, aji=seg.aggregated_jaccard_index(t, p))

@@ -134,7 +134,16 @@ def _ratio(num: float, den: float) -> float:
     return 1.0 if den == 0 else float(num) / float(den)
 
 
-def _match_from_iou(iou, true_ids, pred_ids, threshold: float, strict: bool) -> Matching:
+def match_iou_matrix(iou: np.ndarray, true_ids, pred_ids, threshold: float = 0.5, strict: bool = False) -> Matching:
+    """:func:`match` from an IoU matrix already computed by :func:`iou_matrix` (its three results).
+
+    For callers that need the matrix for something else too (best IoU per object,
+    several thresholds): the matrix, the costly part, is computed once.
+
+    >>> truth = np.array([[1, 1, 0, 2]]); pred = np.array([[1, 0, 0, 2]])
+    >>> match_iou_matrix(*iou_matrix(truth, pred), threshold=0.5).tp
+    2
+    """
     if not 0 <= threshold <= 1:
         raise InvalidParameterError(f"IoU threshold must be in [0, 1], got {threshold}")
     n_true, n_pred = iou.shape
@@ -155,13 +164,13 @@ def _match_from_iou(iou, true_ids, pred_ids, threshold: float, strict: bool) -> 
 def match(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5, strict: bool = False) -> Matching:
     """Match the objects of ``truth`` and ``pred`` (both ``(Y, X)`` or ``(Z, Y, X)``
     integer label images, 0 = background) one-to-one at an IoU threshold."""
-    return _match_from_iou(*iou_matrix(truth, pred), threshold, strict)
+    return match_iou_matrix(*iou_matrix(truth, pred), threshold, strict)
 
 
 def match_thresholds(truth, pred, thresholds=KAGGLE_THRESHOLDS, strict: bool = False) -> list[Matching]:
     """:func:`match` at several thresholds, computing the IoU matrix once."""
     iou, true_ids, pred_ids = iou_matrix(truth, pred)
-    return [_match_from_iou(iou, true_ids, pred_ids, t, strict) for t in thresholds]
+    return [match_iou_matrix(iou, true_ids, pred_ids, t, strict) for t in thresholds]
 
 
 def average_precision(truths, preds, threshold: float = 0.5, strict: bool = False,

@@ -91,8 +91,17 @@ def _is_gray(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
 
 
-def _stain_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Scale and shift the haematoxylin/eosin/DAB concentrations of a ``(3, Y, X)`` RGB crop."""
+def stain_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Scale and shift the haematoxylin/eosin/DAB concentrations of a ``(3, Y, X)`` RGB crop in [0, 1].
+
+    Each concentration (``skimage.color.rgb2hed``) is multiplied by U(1 − strength, 1 + strength)
+    and shifted by U(−strength, strength) / 10 (Tellez et al. 2018's HED augmentation).
+
+    >>> crop = np.full((3, 4, 4), 0.6, np.float32); crop[0] = 0.8
+    >>> jittered = stain_jitter(crop, np.random.default_rng(0), 0.2)
+    >>> jittered.shape, bool(np.abs(jittered - crop).max() > 0.01)
+    ((3, 4, 4), True)
+    """
     from skimage.color import hed2rgb, rgb2hed
 
     hed = rgb2hed(np.clip(np.moveaxis(image, 0, -1), 0, 1))
@@ -157,7 +166,7 @@ class CropSampler:
             k = int(rng.integers(4))
             image, targets = np.rot90(image, k, axes=(1, 2)), np.rot90(targets, k, axes=(1, 2))
         if self.stain > 0 and not _is_gray(image):  # H&E stain variation in HED space (Tellez et al. 2018)
-            image = _stain_jitter(image, rng, self.stain)
+            image = stain_jitter(image, rng, self.stain)
         if self.gamma > 0:
             g = math.exp(rng.uniform(-self.gamma, self.gamma))
             image = np.sign(image) * np.abs(image) ** g

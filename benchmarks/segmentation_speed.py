@@ -161,7 +161,8 @@ def main() -> None:
             lines.append(f"| {side}² | {name} | {s['diameter_given_mpx_per_s']:.2f} | "
                          f"{s['diameter_estimated_mpx_per_s']:.2f} | {entry['classical_watershed_mpx_per_s']:.2f} | "
                          f"{s['slowdown_vs_classical_given']:.1f}× | {s['object_filter_share_given']:.0%} | "
-                         f"{s['batchnorm_folding_speedup']:.2f}× | {s['bfloat16_given_mpx_per_s']:.2f} | {s['bfloat16_speedup']:.2f}× | "
+                         f"{s['batchnorm_folding_speedup']:.2f}× | {s['bfloat16_given_mpx_per_s']:.2f} | "
+                         f"{s['bfloat16_speedup']:.2f}× | "
                          f"{s['bfloat16_vs_float32_ap50']:.3f} |")
     if "huge" in report:
         h = report["huge"]

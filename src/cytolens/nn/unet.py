@@ -176,7 +176,7 @@ def fuse_batchnorm(net: nn.Module) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    if not any(True for _ in _conv_batchnorm_pairs(net)):
+    if not any(_conv_batchnorm_pairs(net)):  # (block, i) pairs are never falsy
         return net
     if net.training:
         raise ValueError("fuse_batchnorm needs a network in eval mode (it folds the running statistics)")

@@ -1,0 +1,112 @@
+"""The research scripts of training/nuclei_cpu/ that made or judged candidate weights, run on tiny synthetic data.
+
+train_keeping_epochs.py keeps every epoch's checkpoint, swa_average.py averages them (stochastic weight
+averaging, batch-norm statistics re-estimated on train crops), average_weights.py averages two packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_train_workflows import write_config, write_disks
+
+import cytolens
+from cytolens.models import load
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "training" / "nuclei_cpu"
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, *arguments, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [name, *map(str, arguments)])
+    script(name).main()
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny run trained by train_keeping_epochs.py (3 epochs); its config and its package."""
+    root = tmp_path_factory.mktemp("kept")
+    write_disks(root / "data", 6, seed=3)
+    config = write_config(root, data={"test_fraction": 0.0, "val_fraction": 0.2},
+                          optimization={"epochs": 3, "steps_per_epoch": 2, "warmup_epochs": 0, "patience": 0})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            run_script("train_keeping_epochs", config, monkeypatch=patch)
+    finally:
+        torch.set_num_threads(threads)
+    return config, root / "models" / "tiny"
+
+
+def epoch_weights(package: Path, epoch: int) -> dict[str, torch.Tensor]:
+    return torch.load(Path(f"{package}.work") / f"epoch_{epoch}.pt", weights_only=False)["model"]
+
+
+def test_every_epoch_is_kept_and_they_differ(kept_run):
+    _, package = kept_run
+    kept = sorted(p.name for p in Path(f"{package}.work").glob("epoch_*.pt"))
+    assert kept == ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt"]
+    first, last = epoch_weights(package, 1), epoch_weights(package, 3)
+    assert any(not torch.equal(first[k], last[k]) for k in first if first[k].is_floating_point())
+
+
+def test_swa_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics(kept_run, tmp_path, monkeypatch):
+    config, package = kept_run
+    averaged = tmp_path / "averaged"
+    shutil.copytree(package, averaged)
+    snapshots = [Path(f"{package}.work") / f"epoch_{n}.pt" for n in (2, 3)]
+    run_script("swa_average", config, averaged, *snapshots, "--batches", 2, monkeypatch=monkeypatch)
+
+    states = [epoch_weights(package, n) for n in (2, 3)]
+    written = load_file(str(averaged / "weights.safetensors"))
+    conv = next(k for k in written if k.endswith("weight") and written[k].ndim == 4)
+    expected = (states[0][conv].float() + states[1][conv].float()) / 2
+    torch.testing.assert_close(written[conv].float(), expected, atol=1e-3, rtol=1e-3)  # stored in float16
+    variance = next(k for k in written if k.endswith("running_var"))
+    assert not torch.allclose(written[variance].float(), (states[0][variance] + states[1][variance]).float() / 2)
+    assert torch.isfinite(written[variance]).all() and (written[variance] > 0).all()
+    model = load(averaged)
+    assert model.meta["training"]["weight_averaging"]["snapshots"] == [str(p) for p in snapshots]
+    labels = cytolens.segment(np.pad(np.full((12, 12), 900.0), 18) + 100, model=model, diameter=10)
+    assert labels.shape == (48, 48)
+
+
+def test_swa_average_refuses_snapshots_of_different_architectures(kept_run, tmp_path, monkeypatch):
+    config, package = kept_run
+    other = {"model": {"only.weight": torch.zeros(2)}}
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="architecture"):
+        run_script("swa_average", config, package, Path(f"{package}.work") / "epoch_1.pt", tmp_path / "other.pt",
+                   monkeypatch=monkeypatch)
+
+
+def test_average_weights_writes_the_mean_of_two_packages(kept_run, tmp_path, monkeypatch):
+    _, package = kept_run
+    soup = tmp_path / "soup"
+    shutil.copytree(package, soup)
+    other = tmp_path / "other"
+    shutil.copytree(package, other)
+    weights = load_file(str(package / "weights.safetensors"))
+    shifted = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(shifted, str(other / "weights.safetensors"))
+    run_script("average_weights", package, other, soup, monkeypatch=monkeypatch)
+    mixed = load_file(str(soup / "weights.safetensors"))
+    for key, value in weights.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(mixed[key].float(), value.float() + 0.5, atol=2e-3, rtol=1e-3)
+        else:
+            assert torch.equal(mixed[key], value)

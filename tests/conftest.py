@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TRAINING = Path(__file__).resolve().parents[1] / "training"
 SHARED_DATA = Path(os.environ.get("CYTOLENS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -21,16 +22,27 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _import_file(path: Path):
+    """Import a script that is not part of a package, as a module named after its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def benchmark_script():
     """Import a script of ``benchmarks/`` by name (they import each other, so the folder joins sys.path meanwhile)."""
     def load(name: str):
         sys.path.insert(0, str(BENCHMARKS))
         try:
-            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            return _import_file(BENCHMARKS / f"{name}.py")
         finally:
             sys.path.remove(str(BENCHMARKS))
-        return module
     return load
+
+
+@pytest.fixture(scope="session")
+def training_script():
+    """Import a script of ``training/`` by its path there, e.g. ``training_script("device/export_best.py")``."""
+    return lambda relative: _import_file(TRAINING / relative)

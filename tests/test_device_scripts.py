@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _export_best():
-    spec = importlib.util.spec_from_file_location("export_best", ROOT / "training" / "device" / "export_best.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_export_best_writes_float16_weights_and_float32_statistics_once_per_new_best(tmp_path):
-    export = _export_best().export
+def test_export_best_writes_float16_weights_and_float32_statistics_once_per_new_best(tmp_path, training_script):
+    export = training_script("device/export_best.py").export
     work, destination = tmp_path / "work", tmp_path / "out" / "best_fp16.safetensors"
     work.mkdir()
     destination.parent.mkdir()

@@ -6,7 +6,6 @@ averaging, batch-norm statistics re-estimated on train crops), average_weights.p
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -20,23 +19,19 @@ from test_train_workflows import write_config, write_disks
 import cytolens
 from cytolens.models import load
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "training" / "nuclei_cpu"
 
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_script(name: str, *arguments, monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv", [name, *map(str, arguments)])
-    script(name).main()
+@pytest.fixture(scope="module")
+def run_script(training_script):
+    """Run ``training/nuclei_cpu/<name>.py`` with command-line arguments, as ``python <script> ARGS`` would."""
+    def run(name: str, *arguments) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", [name, *map(str, arguments)])
+            training_script(f"nuclei_cpu/{name}.py").main()
+    return run
 
 
 @pytest.fixture(scope="module")
-def kept_run(tmp_path_factory) -> tuple[Path, Path]:
+def kept_run(tmp_path_factory, run_script) -> tuple[Path, Path]:
     """A tiny run trained by train_keeping_epochs.py (3 epochs); its config and its package."""
     root = tmp_path_factory.mktemp("kept")
     write_disks(root / "data", 6, seed=3)
@@ -45,8 +40,7 @@ def kept_run(tmp_path_factory) -> tuple[Path, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            run_script("train_keeping_epochs", config, monkeypatch=patch)
+        run_script("train_keeping_epochs", config)
     finally:
         torch.set_num_threads(threads)
     return config, root / "models" / "tiny"
@@ -64,12 +58,12 @@ def test_every_epoch_is_kept_and_they_differ(kept_run):
     assert any(not torch.equal(first[k], last[k]) for k in first if first[k].is_floating_point())
 
 
-def test_swa_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics(kept_run, tmp_path, monkeypatch):
+def test_swa_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics(kept_run, run_script, tmp_path):
     config, package = kept_run
     averaged = tmp_path / "averaged"
     shutil.copytree(package, averaged)
     snapshots = [Path(f"{package}.work") / f"epoch_{n}.pt" for n in (2, 3)]
-    run_script("swa_average", config, averaged, *snapshots, "--batches", 2, monkeypatch=monkeypatch)
+    run_script("swa_average", config, averaged, *snapshots, "--batches", 2)
 
     states = [epoch_weights(package, n) for n in (2, 3)]
     written = load_file(str(averaged / "weights.safetensors"))
@@ -85,16 +79,15 @@ def test_swa_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistic
     assert labels.shape == (48, 48)
 
 
-def test_swa_average_refuses_snapshots_of_different_architectures(kept_run, tmp_path, monkeypatch):
+def test_swa_average_refuses_snapshots_of_different_architectures(kept_run, run_script, tmp_path):
     config, package = kept_run
     other = {"model": {"only.weight": torch.zeros(2)}}
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(SystemExit, match="architecture"):
-        run_script("swa_average", config, package, Path(f"{package}.work") / "epoch_1.pt", tmp_path / "other.pt",
-                   monkeypatch=monkeypatch)
+        run_script("swa_average", config, package, Path(f"{package}.work") / "epoch_1.pt", tmp_path / "other.pt")
 
 
-def test_average_weights_writes_the_mean_of_two_packages(kept_run, tmp_path, monkeypatch):
+def test_average_weights_writes_the_mean_of_two_packages(kept_run, run_script, tmp_path):
     _, package = kept_run
     soup = tmp_path / "soup"
     shutil.copytree(package, soup)
@@ -103,7 +96,7 @@ def test_average_weights_writes_the_mean_of_two_packages(kept_run, tmp_path, mon
     weights = load_file(str(package / "weights.safetensors"))
     shifted = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
     save_file(shifted, str(other / "weights.safetensors"))
-    run_script("average_weights", package, other, soup, monkeypatch=monkeypatch)
+    run_script("average_weights", package, other, soup)
     mixed = load_file(str(soup / "weights.safetensors"))
     for key, value in weights.items():
         if value.is_floating_point():

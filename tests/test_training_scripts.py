@@ -1,7 +1,8 @@
 """The research scripts of training/nuclei_cpu/ that made or judged candidate weights, run on tiny synthetic data.
 
 train_keeping_epochs.py keeps every epoch's checkpoint, swa_average.py averages them (stochastic weight
-averaging, batch-norm statistics re-estimated on train crops), average_weights.py averages two packages.
+averaging, batch-norm statistics re-estimated on train crops), average_weights.py averages two packages,
+small_objects.py trains with the loss weighted up on small objects.
 """
 
 from __future__ import annotations
@@ -103,3 +104,37 @@ def test_average_weights_writes_the_mean_of_two_packages(kept_run, run_script, t
             torch.testing.assert_close(mixed[key].float(), value.float() + 0.5, atol=2e-3, rtol=1e-3)
         else:
             assert torch.equal(mixed[key], value)
+
+
+def test_small_object_weights_rise_on_small_objects_and_their_rim_only(training_script):
+    script = training_script("nuclei_cpu/small_objects.py")
+    labels = np.zeros((60, 60), int)
+    for k, (y, x) in enumerate([(5, 5), (5, 25), (5, 45), (30, 5)], start=1):
+        labels[y : y + 10, x : x + 10] = k  # four of median size
+    labels[40:42, 40:42] = 5  # 4 px: 0.04 of the median area, full strength
+    labels[50:56, 20:26] = 6  # 36 px: 0.36 of the median area, part strength
+    weights = script.small_object_weights(labels, emphasis=8.0)
+    assert weights[41, 41] == weights[43, 43] == 9.0  # on the object and 2 px around it
+    assert 1.0 < weights[52, 22] < 9.0
+    assert weights[10, 10] == weights[0, 59] == 1.0  # median-sized objects and far background
+    assert (script.small_object_weights(np.zeros((8, 8), int), 8.0) == 1).all()
+
+
+def test_small_object_loss_with_unit_weights_is_the_plain_loss_and_patches_are_undone(training_script):
+    import cytolens.tasks.segmentation.contact_watershed as contact_watershed
+    import cytolens.tasks.segmentation.training as training
+
+    script = training_script("nuclei_cpu/small_objects.py")
+    plain_targets, plain_make_loss = contact_watershed.targets, training.make_loss
+    labels = np.zeros((32, 32), int); labels[4:14, 4:14] = 1; labels[4:14, 14:26] = 2; labels[20:22, 20:22] = 3
+    with script.small_object_weighting(emphasis=8.0):
+        targets = contact_watershed.targets(labels)
+        loss = training.make_loss("contact_watershed")
+    assert contact_watershed.targets is plain_targets and training.make_loss is plain_make_loss
+    assert targets.shape == (4, 32, 32) and targets[3].max() == 9.0
+    outputs = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    batch = torch.from_numpy(np.stack([targets, targets])).float()
+    unit = batch.clone(); unit[:, 3] = 1
+    plain = plain_make_loss("contact_watershed")(outputs, batch[:, :3])
+    assert torch.isclose(loss(outputs, unit), plain)
+    assert loss(outputs, batch) > plain  # the small object's pixels count 9 times

@@ -2,7 +2,8 @@
 
 train_keeping_epochs.py keeps every epoch's checkpoint, swa_average.py averages them (stochastic weight
 averaging, batch-norm statistics re-estimated on train crops), average_weights.py averages two packages,
-small_objects.py trains with the loss weighted up on small objects.
+small_objects.py trains with the loss weighted up on small objects; hard_images.py marks the worst-segmented
+train images for oversampling; colour_decoder.py trains named modules only.
 """
 
 from __future__ import annotations
@@ -138,3 +139,36 @@ def test_small_object_loss_with_unit_weights_is_the_plain_loss_and_patches_are_u
     plain = plain_make_loss("contact_watershed")(outputs, batch[:, :3])
     assert torch.isclose(loss(outputs, unit), plain)
     assert loss(outputs, batch) > plain  # the small object's pixels count 9 times
+
+
+def test_hard_images_marks_the_worst_third_per_modality_and_keeps_every_id(training_script):
+    import pandas as pd
+
+    script = training_script("nuclei_cpu/hard_images.py")
+    train = pd.DataFrame({"id": [f"f{k}" for k in range(6)] + [f"h{k}" for k in range(3)],
+                          "modality": ["fluo"] * 6 + ["he"] * 3,
+                          "train_ap50": [0.9, 0.1, 0.8, 0.3, 0.95, 0.7, 0.5, 0.9, 0.6]})
+    marked = script.mark_hard_images(train)
+    hard = set(marked.id[marked.sampling_group.str.endswith("/hard")])
+    assert hard == {"f1", "f3", "h0"}  # the lowest third of each modality, not of all images
+    index = pd.DataFrame({"id": [*train.id, "val0", "test0"], "modality": [*train.modality, "fluo", "he"]})
+    table = script.strata_table(marked, index.set_index("id"))
+    assert sorted(table.id) == sorted(index.id)
+    assert table.set_index("id").loc[["val0", "test0"], "sampling_group"].tolist() == ["fluo", "he"]
+
+
+def test_colour_decoder_trains_only_the_named_modules(training_script):
+    from cytolens.nn import UNet
+
+    script = training_script("nuclei_cpu/colour_decoder.py")
+    torch.manual_seed(0)
+    network = UNet(3, 3, depth=2, base_channels=4, norm="batch")
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    network.train()
+    script.freeze_all_but(network, ("decoders.1", "head"))
+    optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.1)
+    network(torch.randn(2, 3, 16, 16)).square().mean().backward()
+    optimizer.step()
+    after = network.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoders.1", "head")) for k in changed)

@@ -29,6 +29,17 @@ HERE = Path(__file__).parent
 SHALLOW_DECODER = ("decoders.2", "decoders.3", "upsamples.2", "upsamples.3", "head")
 
 
+def freeze_all_but(model: torch.nn.Module, trainable: tuple[str, ...]) -> None:
+    """Only parameters whose names start with one of ``trainable`` get gradients; every other
+    batch-norm keeps its statistics (eval mode). Unlike ``cytolens.train.transfer.freeze_encoder_hook``,
+    which freezes the encoder for some epochs, this names what trains, for the whole run."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(trainable))
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d) and not name.startswith(trainable):
+            module.eval()
+
+
 def main() -> None:
     work, epochs, steps, learning_rate = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     trainable = tuple(sys.argv[5:]) or SHALLOW_DECODER
@@ -46,11 +57,7 @@ def main() -> None:
         print("v4 on the colour val images:", validate(network.eval()), flush=True)
 
     def freeze_all_but_trainable(model: torch.nn.Module, epoch: int) -> None:
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(name.startswith(trainable))
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.BatchNorm2d) and not name.startswith(trainable):
-                module.eval()
+        freeze_all_but(model, trainable)  # every epoch: the loop puts the model back in train mode
 
     freeze_all_but_trainable(network, 0)
     print(f"{len(train)} colour train images, {len(val)} val; trainable parameters:",

@@ -30,6 +30,28 @@ SPLIT = ROOT / "training" / "nuclei" / "split.json"
 HARD_FRACTION = 1 / 3
 
 
+def mark_hard_images(table: pd.DataFrame, fraction: float = HARD_FRACTION) -> pd.DataFrame:
+    """Add ``sampling_group``: ``<modality>/hard`` for the lowest-scoring ``fraction`` of each modality.
+
+    >>> t = pd.DataFrame({"id": list("abcdef"), "modality": ["f"] * 3 + ["h"] * 3,
+    ...                   "train_ap50": [0.9, 0.5, 0.8, 0.2, 0.6, 0.7]})
+    >>> mark_hard_images(t).sampling_group.tolist()
+    ['f', 'f/hard', 'f', 'h/hard', 'h', 'h']
+    """
+    table = table.copy()
+    cutoff = table.groupby("modality").train_ap50.transform(lambda ap: ap.quantile(fraction))
+    table["sampling_group"] = np.where(table.train_ap50 <= cutoff, table.modality + "/hard", table.modality)
+    return table
+
+
+def strata_table(train: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """The strata CSV: the marked train images, then every other id of ``index`` in its plain modality
+    (sampling never draws val or test images, but the loader needs a row for every id)."""
+    rest = index.drop(index=train.id).reset_index()[["id", "modality"]]
+    rest["sampling_group"] = rest.modality
+    return pd.concat([train, rest])
+
+
 def main() -> None:
     package, out = load(sys.argv[1]), Path(sys.argv[2])
     train_ids = json.loads(SPLIT.read_text())["train"]
@@ -43,13 +65,8 @@ def main() -> None:
         rows.append({"id": image_id, "modality": index.loc[image_id, "modality"], "train_ap50": ap50})
         if n % 50 == 0:
             print(n, len(train_ids), flush=True)
-    table = pd.DataFrame(rows)
-    cutoff = table.groupby("modality").train_ap50.transform(lambda ap: ap.quantile(HARD_FRACTION))
-    table["sampling_group"] = np.where(table.train_ap50 <= cutoff, table.modality + "/hard", table.modality)
-    # val and test ids keep their plain modality (sampling never draws them; the loader needs every id)
-    rest = index.drop(index=table.id).reset_index()[["id", "modality"]]
-    rest["sampling_group"] = rest.modality
-    pd.concat([table, rest]).to_csv(out, index=False)
+    table = mark_hard_images(pd.DataFrame(rows))
+    strata_table(table, index).to_csv(out, index=False)
     print(table.groupby("sampling_group").train_ap50.agg(["count", "mean"]))
 
 

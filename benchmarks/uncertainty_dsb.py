@@ -76,7 +76,7 @@ def summary(values: np.ndarray, strata: np.ndarray, resamples: int, seed: int) -
     share of resampled means at or above :data:`GOAL` and above zero."""
     means = bootstrap_means(values, strata, resamples, seed)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"images": int(len(values)), "mean": float(np.mean(values)), "se": float(means.std(ddof=1)),
+    return {"images": len(values), "mean": float(np.mean(values)), "se": float(means.std(ddof=1)),
             "ci95": [float(low), float(high)], "share_of_resamples_at_or_above_goal": float((means >= GOAL).mean()),
             "share_of_resamples_above_zero": float((means > 0).mean())}
 
@@ -146,12 +146,12 @@ def _differences(row: dict) -> str:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# How sure are the DSB2018 AP@0.5 figures? — bootstrap over images", "",
-             f"Stratified bootstrap (images resampled within each modality), {report['resamples']} resamples, "
+             (f"Stratified bootstrap (images resampled within each modality), {report['resamples']} resamples, "
              f"seed {report['seed']}, over the committed per-image tables of `segmentation_dsb.py` and `peers_dsb.py` "
              f"(DSB2018 stage1_train, `training/nuclei/split.json`). Script: `benchmarks/uncertainty_dsb.py` at commit "
              f"{m['commit']}; pure arithmetic, no machine dependence. The interval is for the mean AP@0.5 over images "
              "like these; `>= 0.85` is the share of resampled means at or above the issue's goal (a measure of how "
-             "far the figure is from it in units of its own noise, not a probability that the model meets it).", "",
+             "far the figure is from it in units of its own noise, not a probability that the model meets it)."), "",
              "## As a user gets it (`cytolens.segment`, diameter estimated)", "",
              "| model | split | images | AP@0.5 | s.e. | 95 % interval | resamples >= 0.85 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -105,6 +105,36 @@ def test_a_folder_is_segmented_and_a_bad_file_in_it_does_not_stop_the_others(ima
                                                         "b_cells.csv", "b_labels.tif"]
 
 
+def test_overlay_outlines_the_objects_and_is_not_read_back_as_an_input(images, tmp_path):
+    from cytolens.overlay import display_rgb
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    for path in images:
+        (folder / path.name).write_bytes(path.read_bytes())
+    args = ("segment", str(folder), "-o", str(folder), "-q", "--diameter", "20", "--model", "nuclei_fast", "--overlay")
+    assert run(*args).returncode == 0
+    labels, image = read_image(folder / "a_labels.tif"), read_image(folder / "a.tif")
+    picture = read_image(folder / "a_overlay.png")
+    assert picture.shape == (*labels.shape, 3) and picture.dtype == np.uint8
+    plain = display_rgb(image)
+    from skimage.segmentation import find_boundaries
+
+    edges = find_boundaries(labels, mode="inner")
+    assert np.array_equal(picture[~edges], plain[~edges])  # the image itself is untouched
+    assert (picture[edges] != plain[edges]).any(axis=-1).mean() > 0.95  # the outlines are drawn
+    # again into the same folder: the overlays are not segmented as images, and an existing one is kept
+    before = (folder / "a_overlay.png").read_bytes()
+    (folder / "a_labels.tif").unlink()
+    (folder / "a_cells.csv").unlink()
+    refused = run(*args)
+    assert refused.returncode == 1 and "a_overlay.png exists" in refused.stderr
+    assert (folder / "a_overlay.png").read_bytes() == before
+    assert run(*args, "--overwrite").returncode == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_cells.csv", "a_labels.tif", "a_overlay.png",
+                                                        "b.png", "b_cells.csv", "b_labels.tif", "b_overlay.png"]
+
+
 def test_channel_picks_the_nuclear_stain_and_the_table_measures_every_channel(images, tmp_path):
     import tifffile
 
@@ -112,13 +142,16 @@ def test_channel_picks_the_nuclear_stain_and_the_table_measures_every_channel(im
     other = np.random.default_rng(0).integers(0, 50, nuclear.shape).astype(nuclear.dtype)
     tifffile.imwrite(tmp_path / "two.ome.tif", np.stack([other, nuclear]), ome=True, metadata={"axes": "CYX"})
     result = run("segment", str(tmp_path / "two.ome.tif"), "-o", str(tmp_path / "out"), "-q", "--diameter", "20",
-                 "--channel", "1", "--model", "nuclei_fast")
+                 "--channel", "1", "--model", "nuclei_fast", "--overlay")
     assert result.returncode == 0, result.stderr
     single = run("segment", str(images[0]), "-o", str(tmp_path / "single"), "-q", "--diameter", "20",
-                 "--model", "nuclei_fast")
+                 "--model", "nuclei_fast", "--overlay")
     assert single.returncode == 0, single.stderr
     assert np.array_equal(read_image(tmp_path / "out" / "two_labels.tif"),  # ".ome" is not part of the stem
                           read_image(tmp_path / "single" / "a_labels.tif"))
+    # the overlay shows the channel that was segmented
+    assert np.array_equal(read_image(tmp_path / "out" / "two_overlay.png"),
+                          read_image(tmp_path / "single" / "a_overlay.png"))
     table = pd.read_csv(tmp_path / "out" / "two_cells.csv")
     assert {"mean_intensity_c0", "mean_intensity_c1"} <= set(table.columns)
     assert table["mean_intensity_c1"].mean() > 2 * table["mean_intensity_c0"].mean()  # nuclei shine in channel 1

@@ -13,21 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cytolens.io import write_image, write_labels, write_table
-from cytolens.io.images import atomic_write
-
-
-def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """RGB uint8 picture of ``image`` with object outlines drawn in colour."""
-    from skimage.segmentation import find_boundaries
-
-    gray = image.astype(np.float32)
-    lo, hi = np.percentile(gray, [1, 99.8])
-    gray = np.clip((gray - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)
-    edges = find_boundaries(labels, mode="inner")
-    palette = np.random.default_rng(0).integers(80, 256, size=(int(labels.max()) + 1, 3), dtype=np.uint8)
-    rgb[edges] = palette[labels[edges]]
-    return rgb
+from cytolens.overlay import write_overlay
 
 
 def run_demo(output: str | Path, seed: int = 0, overwrite: bool = True) -> dict:
@@ -52,11 +38,6 @@ def run_demo(output: str | Path, seed: int = 0, overwrite: bool = True) -> dict:
     write_labels(files["labels"], labels, overwrite=overwrite)
     write_table(files["table"], measure(labels, image), overwrite=overwrite)
 
-    def write_overlay(tmp: Path) -> None:
-        import imageio.v3 as iio
-
-        iio.imwrite(tmp, overlay(image, labels), extension=".png")
-
-    atomic_write(files["overlay"], write_overlay, overwrite)
+    write_overlay(files["overlay"], image, labels, overwrite=overwrite)
     return {"n_true": int(truth.max()), "n_pred": int(labels.max()), "ap50": scores.average_precision,
             "precision": scores.precision, "recall": scores.recall, "files": {k: str(v) for k, v in files.items()}}

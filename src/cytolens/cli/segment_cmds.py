@@ -19,8 +19,17 @@ def _stem(image_path: Path) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def _outputs_for(image_path: Path, out_dir: Path) -> tuple[Path, Path]:
-    return out_dir / f"{_stem(image_path)}_labels.tif", out_dir / f"{_stem(image_path)}_cells.csv"
+def _outputs_for(image_path: Path, out_dir: Path, overlay: bool = False) -> list[Path]:
+    """Label TIFF, measurement CSV and, when asked for, the overlay PNG of one input."""
+    stem = _stem(image_path)
+    return [out_dir / f"{stem}_labels.tif", out_dir / f"{stem}_cells.csv"] + (
+        [out_dir / f"{stem}_overlay.png"] if overlay else [])
+
+
+def _is_output(path: Path) -> bool:
+    """True for files this command writes (``*_labels.*``, ``*_overlay.png``): skipped when a folder is read."""
+    stem = _stem(path)
+    return stem.endswith("_labels") or (stem.endswith("_overlay") and path.suffix.lower() == ".png")
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -40,9 +49,10 @@ def parse_params(items: list[str]) -> dict[str, float]:
 @user_errors
 def segment(
     images: list[Path] = typer.Argument(..., help="Image files (TIFF, PNG, JPEG) or folders of them to segment "
-                                                  "(in a folder, *_labels files, this command's outputs, are "
-                                                  "skipped)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv."),
+                                                  "(in a folder, *_labels and *_overlay.png files, this "
+                                                  "command's outputs, are skipped)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv "
+                                                            "(and <stem>_overlay.png)."),
     model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
     diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
@@ -61,6 +71,8 @@ def segment(
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png: the objects' outlines "
+                                                           "drawn over the image, to check the result by eye."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -75,6 +87,7 @@ def segment(
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
+    from cytolens.overlay import write_overlay
     from cytolens.tasks.segmentation.inference import check_settings
 
     images = _image_files(images)
@@ -87,7 +100,7 @@ def segment(
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
-            for target in _outputs_for(image_path, output):
+            for target in _outputs_for(image_path, output, overlay):
                 if target.exists():
                     raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
     stems = [_stem(p) for p in images]
@@ -106,9 +119,11 @@ def segment(
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
             continue
-        labels_path, table_path = _outputs_for(image_path, output)
+        labels_path, table_path, *overlay_path = _outputs_for(image_path, output, overlay)
         write_labels(labels_path, labels, overwrite=overwrite)
         write_table(table_path, measure(labels, image), overwrite=overwrite)
+        if overlay_path:
+            write_overlay(overlay_path[0], image, labels, channel=channel, overwrite=overwrite)
         total += int(labels.max())
     done = len(images) - failed
     if failed and len(images) > 1:
@@ -126,7 +141,7 @@ def _image_files(paths: list[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
-            found = [f for f in list_images(path) if not _stem(f).endswith("_labels")]
+            found = [f for f in list_images(path) if not _is_output(f)]
             if not found:
                 raise ImageReadError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files += found

@@ -50,6 +50,21 @@ def display_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
+def outline_colours(count: int) -> np.ndarray:
+    """``(count + 1, 3)`` uint8 colours for labels 0..count: fully saturated hues from orange through
+    yellow and green to cyan (none of the reds, blues and purples of stained nuclei), a golden-ratio step
+    apart so that labels in a row differ; they stand out on dark backgrounds and on stained nuclei.
+
+    >>> outline_colours(2).tolist()
+    [[255, 122, 0], [0, 255, 10], [236, 255, 0]]
+    """
+    from skimage.color import hsv2rgb
+
+    hues = 0.08 + (np.arange(count + 1) * 0.6180339887) % 1.0 * 0.42
+    full = np.ones(count + 1)
+    return np.round(hsv2rgb(np.stack([hues, full, full], axis=-1)[None])[0] * 255).astype(np.uint8)
+
+
 def outline_overlay(image: np.ndarray, labels: np.ndarray, channel: int | None = None) -> np.ndarray:
     """``(Y, X, 3)`` uint8: ``image`` (see :func:`display_rgb`) with each object's inner outline in a colour of its own."""
     from skimage.segmentation import find_boundaries
@@ -59,9 +74,7 @@ def outline_overlay(image: np.ndarray, labels: np.ndarray, channel: int | None =
     if labels.shape != picture.shape[:2]:
         raise InvalidParameterError(f"labels of shape {labels.shape} do not fit an image of {picture.shape[:2]}")
     edges = find_boundaries(labels, mode="inner")
-    # a fixed palette (same colours on every run); bright, so outlines show on dark and mid backgrounds
-    palette = np.random.default_rng(0).integers(80, 256, size=(int(labels.max()) + 1, 3), dtype=np.uint8)
-    picture[edges] = palette[labels[edges]]
+    picture[edges] = outline_colours(int(labels.max()))[labels[edges]]
     return picture
 
 
@@ -78,4 +91,4 @@ def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray
     return path
 
 
-__all__ = ["display_rgb", "outline_overlay", "write_overlay"]
+__all__ = ["display_rgb", "outline_colours", "outline_overlay", "write_overlay"]

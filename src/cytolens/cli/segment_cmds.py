@@ -19,11 +19,15 @@ def _stem(image_path: Path) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def _outputs_for(image_path: Path, out_dir: Path, overlay: bool = False) -> list[Path]:
-    """Label TIFF, measurement CSV and, when asked for, the overlay PNG of one input."""
+def _outputs_for(image_path: Path, out_dir: Path, overlay: bool = False, rois: bool = False) -> dict[str, Path]:
+    """Label TIFF, measurement CSV and, when asked for, the overlay PNG and ImageJ ROI zip of one input."""
     stem = _stem(image_path)
-    return [out_dir / f"{stem}_labels.tif", out_dir / f"{stem}_cells.csv"] + (
-        [out_dir / f"{stem}_overlay.png"] if overlay else [])
+    outputs = {"labels": out_dir / f"{stem}_labels.tif", "table": out_dir / f"{stem}_cells.csv"}
+    if overlay:
+        outputs["overlay"] = out_dir / f"{stem}_overlay.png"
+    if rois:
+        outputs["rois"] = out_dir / f"{stem}_rois.zip"
+    return outputs
 
 
 def _is_output(path: Path) -> bool:
@@ -52,7 +56,7 @@ def segment(
                                                   "(in a folder, *_labels and *_overlay.png files, this "
                                                   "command's outputs, are skipped)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv "
-                                                            "(and <stem>_overlay.png)."),
+                                                            "(and <stem>_overlay.png, <stem>_rois.zip)."),
     model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
     diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
@@ -73,6 +77,8 @@ def segment(
                                                                  "`cytolens models info` lists them)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png: the objects' outlines "
                                                            "drawn over the image, to check the result by eye."),
+    rois: bool = typer.Option(False, "--rois", help="Also write <stem>_rois.zip: each object as a polygon ROI "
+                                                     "named by its label, for the ImageJ / Fiji ROI Manager."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -87,6 +93,7 @@ def segment(
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
+    from cytolens.io.rois import write_imagej_rois
     from cytolens.overlay import write_overlay
     from cytolens.tasks.segmentation.inference import check_settings
 
@@ -100,7 +107,7 @@ def segment(
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
-            for target in _outputs_for(image_path, output, overlay):
+            for target in _outputs_for(image_path, output, overlay, rois).values():
                 if target.exists():
                     raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
     stems = [_stem(p) for p in images]
@@ -119,11 +126,13 @@ def segment(
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
             continue
-        labels_path, table_path, *overlay_path = _outputs_for(image_path, output, overlay)
-        write_labels(labels_path, labels, overwrite=overwrite)
-        write_table(table_path, measure(labels, image), overwrite=overwrite)
-        if overlay_path:
-            write_overlay(overlay_path[0], image, labels, channel=channel, overwrite=overwrite)
+        targets = _outputs_for(image_path, output, overlay, rois)
+        write_labels(targets["labels"], labels, overwrite=overwrite)
+        write_table(targets["table"], measure(labels, image), overwrite=overwrite)
+        if overlay:
+            write_overlay(targets["overlay"], image, labels, channel=channel, overwrite=overwrite)
+        if rois:
+            write_imagej_rois(targets["rois"], labels, overwrite=overwrite)
         total += int(labels.max())
     done = len(images) - failed
     if failed and len(images) > 1:

@@ -135,18 +135,25 @@ def test_overlay_outlines_the_objects_and_is_not_read_back_as_an_input(images, t
                                                         "b.png", "b_cells.csv", "b_labels.tif", "b_overlay.png"]
 
 
-def test_rois_are_written_for_imagej_one_per_object_named_by_label(images, tmp_path):
+def test_rois_and_geojson_have_one_outline_per_object_named_by_label(images, tmp_path):
     from cytolens.io import read_imagej_rois
 
+    import json
+
     result = run("segment", str(images[1]), "-o", str(tmp_path), "-q", "--diameter", "20", "--model", "nuclei_fast",
-                 "--rois")
+                 "--rois", "--geojson")
     assert result.returncode == 0, result.stderr
     labels = read_image(tmp_path / "b_labels.tif")
     table = pd.read_csv(tmp_path / "b_cells.csv")
     names = [int(roi.name) for roi in read_imagej_rois(tmp_path / "b_rois.zip")]
     assert labels.max() > 5 and names == sorted(table["label"]) == list(range(1, labels.max() + 1))
-    again = run("segment", str(images[1]), "-o", str(tmp_path), "-q", "--rois")
-    assert again.returncode == 1 and "exists" in again.stderr
+    features = json.loads((tmp_path / "b_objects.geojson").read_text())["features"]
+    assert [f["properties"]["label"] for f in features] == names
+    for name in ("b_labels.tif", "b_cells.csv"):
+        (tmp_path / name).unlink()
+    again = run("segment", str(images[1]), "-o", str(tmp_path), "-q", "--geojson")
+    assert again.returncode == 1 and "b_objects.geojson exists" in again.stderr
+    assert not (tmp_path / "b_labels.tif").exists()  # refused before anything was written
 
 
 def test_channel_picks_the_nuclear_stain_and_the_table_measures_every_channel(images, tmp_path):

@@ -1,4 +1,6 @@
-"""ImageJ ROI export: each object comes back as a polygon that covers exactly its pixels."""
+"""ImageJ ROI and GeoJSON export: each object comes back as a polygon that covers exactly its pixels."""
+
+import json
 
 import numpy as np
 import pytest
@@ -6,12 +8,12 @@ from skimage.draw import polygon2mask
 
 from cytolens.data.synthetic import synthetic_nuclei
 from cytolens.errors import CytolensError
-from cytolens.io import read_imagej_rois, write_imagej_rois
+from cytolens.io import read_imagej_rois, write_geojson, write_imagej_rois
 
 
 def pixels_inside(roi, shape):
     """Pixels whose centres the ROI's polygon encloses (ImageJ's rule for a polygon selection's mask)."""
-    x, y = roi.coordinates().T
+    x, y = (roi.coordinates() if hasattr(roi, "coordinates") else np.asarray(roi)).T
     return polygon2mask(shape, np.stack([y - 0.5, x - 0.5], axis=1))  # pixel (r, c) centred at x=c+.5, y=r+.5
 
 
@@ -41,3 +43,22 @@ def test_bad_label_images_are_refused(tmp_path, bad):
     with pytest.raises(CytolensError, match="2D label image"):
         write_imagej_rois(tmp_path / "bad.zip", bad)
     assert not (tmp_path / "bad.zip").exists()
+
+
+def test_geojson_polygons_cover_their_objects_and_load_as_qupath_detections(tmp_path):
+    _, labels = synthetic_nuclei(shape=(96, 128), n_nuclei=12, seed=4)
+    data = json.loads(write_geojson(tmp_path / "x.geojson", labels).read_text())
+    assert data["type"] == "FeatureCollection"
+    assert [f["properties"]["label"] for f in data["features"]] == list(range(1, labels.max() + 1))
+    for feature in data["features"]:
+        assert feature["type"] == "Feature" and feature["properties"]["objectType"] == "detection"
+        assert feature["properties"]["name"] == str(feature["properties"]["label"])
+        [ring] = feature["geometry"]["coordinates"]
+        assert ring[0] == ring[-1]  # GeoJSON rings are closed
+        mask = labels == feature["properties"]["label"]
+        assert np.array_equal(pixels_inside(ring, labels.shape), mask)
+    with pytest.raises(CytolensError, match="exists"):
+        write_geojson(tmp_path / "x.geojson", labels)
+    with pytest.raises(CytolensError, match="2D label image"):
+        write_geojson(tmp_path / "y.geojson", labels.astype(float))
+    assert json.loads(write_geojson(tmp_path / "empty.geojson", 0 * labels).read_text())["features"] == []

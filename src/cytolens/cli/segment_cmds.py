@@ -19,14 +19,15 @@ def _stem(image_path: Path) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def _outputs_for(image_path: Path, out_dir: Path, overlay: bool = False, rois: bool = False) -> dict[str, Path]:
-    """Label TIFF, measurement CSV and, when asked for, the overlay PNG and ImageJ ROI zip of one input."""
+#: the outputs one may ask for besides labels and table: option → file name ending
+EXTRA_OUTPUTS = {"overlay": "_overlay.png", "rois": "_rois.zip", "geojson": "_objects.geojson"}
+
+
+def _outputs_for(image_path: Path, out_dir: Path, extras: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Label TIFF, measurement CSV and the ``extras`` asked for (keys of :data:`EXTRA_OUTPUTS`) of one input."""
     stem = _stem(image_path)
     outputs = {"labels": out_dir / f"{stem}_labels.tif", "table": out_dir / f"{stem}_cells.csv"}
-    if overlay:
-        outputs["overlay"] = out_dir / f"{stem}_overlay.png"
-    if rois:
-        outputs["rois"] = out_dir / f"{stem}_rois.zip"
+    outputs.update({extra: out_dir / f"{stem}{EXTRA_OUTPUTS[extra]}" for extra in extras})
     return outputs
 
 
@@ -56,7 +57,7 @@ def segment(
                                                   "(in a folder, *_labels and *_overlay.png files, this "
                                                   "command's outputs, are skipped)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for <stem>_labels.tif and <stem>_cells.csv "
-                                                            "(and <stem>_overlay.png, <stem>_rois.zip)."),
+                                                            "(and the extras asked for below)."),
     model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
     diameter: float | None = typer.Option(None, help="Typical object diameter in pixels (estimated if omitted)."),
     tile_size: int = typer.Option(512, help="Tile side for tiled inference (bounds memory)."),
@@ -79,6 +80,8 @@ def segment(
                                                            "drawn over the image, to check the result by eye."),
     rois: bool = typer.Option(False, "--rois", help="Also write <stem>_rois.zip: each object as a polygon ROI "
                                                      "named by its label, for the ImageJ / Fiji ROI Manager."),
+    geojson: bool = typer.Option(False, "--geojson", help="Also write <stem>_objects.geojson: each object as a "
+                                                           "polygon (a detection named by its label), for QuPath."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -93,11 +96,12 @@ def segment(
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
-    from cytolens.io.rois import write_imagej_rois
+    from cytolens.io.rois import write_geojson, write_imagej_rois
     from cytolens.overlay import write_overlay
     from cytolens.tasks.segmentation.inference import check_settings
 
     images = _image_files(images)
+    extras = tuple(name for name, wanted in (("overlay", overlay), ("rois", rois), ("geojson", geojson)) if wanted)
     # every setting is checked before the outputs: the first error names the real problem
     package = models.load(model)
     extra = parse_params(param or [])
@@ -107,7 +111,7 @@ def segment(
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
-            for target in _outputs_for(image_path, output, overlay, rois).values():
+            for target in _outputs_for(image_path, output, extras).values():
                 if target.exists():
                     raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
     stems = [_stem(p) for p in images]
@@ -126,13 +130,15 @@ def segment(
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
             continue
-        targets = _outputs_for(image_path, output, overlay, rois)
+        targets = _outputs_for(image_path, output, extras)
         write_labels(targets["labels"], labels, overwrite=overwrite)
         write_table(targets["table"], measure(labels, image), overwrite=overwrite)
         if overlay:
             write_overlay(targets["overlay"], image, labels, channel=channel, overwrite=overwrite)
         if rois:
             write_imagej_rois(targets["rois"], labels, overwrite=overwrite)
+        if geojson:
+            write_geojson(targets["geojson"], labels, overwrite=overwrite)
         total += int(labels.max())
     done = len(images) - failed
     if failed and len(images) > 1:

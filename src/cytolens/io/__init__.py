@@ -26,6 +26,6 @@ from cytolens.io.ctc import (  # noqa: E402
 
 __all__ += ["ctc_frame_files", "read_ctc_masks", "read_ctc_tracks", "write_ctc_result", "write_ctc_tracks"]
 
-from cytolens.io.rois import read_imagej_rois, write_imagej_rois  # noqa: E402
+from cytolens.io.rois import read_imagej_rois, write_geojson, write_imagej_rois  # noqa: E402
 
-__all__ += ["read_imagej_rois", "write_imagej_rois"]
+__all__ += ["read_imagej_rois", "write_geojson", "write_imagej_rois"]

@@ -1,9 +1,10 @@
-"""Label images as ImageJ / Fiji ROI sets (``.zip``), for reviewing and editing objects in the ROI Manager.
+"""Label images as outlines for other viewers: ImageJ / Fiji ROI sets (``.zip``) and GeoJSON (QuPath).
 
-Each object becomes one polygon ROI traced along its outline (the boundary between its pixels
-and the others), named with its label so that it matches the ``label`` column of the
-measurement table. Reading and writing the format is left to ``roifile`` (the library
-Cellpose uses for the same purpose).
+Each object becomes one polygon traced along its outline (half-way between its pixel centres
+and its neighbours'), named with its label so that it matches the ``label`` column of the
+measurement table. Reading and writing ImageJ's format is left to ``roifile`` (the library
+Cellpose uses for the same purpose); GeoJSON is plain JSON, as QuPath reads it
+(a ``FeatureCollection`` of ``detection`` objects, drag-and-drop onto the image).
 
 >>> import tempfile, numpy as np
 >>> labels = np.zeros((10, 12), np.uint16); labels[2:5, 3:7] = 4
@@ -44,6 +45,17 @@ def object_outline(mask: np.ndarray) -> np.ndarray:
     return np.stack([rows_cols[:, 1] + 0.5, rows_cols[:, 0] + 0.5], axis=1)
 
 
+def _outlines(labels: np.ndarray, what: str):
+    """(label, (N, 2) x, y outline in image coordinates) for each object of a 2D label image."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise InvalidImageError(f"{what} are written from a 2D label image of non-negative integers; got "
+                                f"shape {labels.shape}, dtype {labels.dtype}")
+    for label, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            yield label, object_outline(labels[box] == label) + [box[1].start, box[0].start]
+
+
 def write_imagej_rois(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = False) -> Path:
     """Write every object of a 2D label image as a named polygon ROI into an ImageJ ROI ``.zip``.
 
@@ -53,16 +65,8 @@ def write_imagej_rois(path: str | os.PathLike, labels: np.ndarray, overwrite: bo
     """
     from roifile import ImagejRoi, roiwrite
 
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise InvalidImageError(f"ImageJ ROIs are written from a 2D label image of non-negative integers; got "
-                                f"shape {labels.shape}, dtype {labels.dtype}")
     rois = []
-    for label, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        outline = object_outline(labels[box] == label)
-        outline += [box[1].start, box[0].start]  # back to image coordinates (x, y)
+    for label, outline in _outlines(labels, "ImageJ ROIs"):
         roi = ImagejRoi.frompoints(outline)
         roi.name = str(label)
         rois.append(roi)
@@ -79,6 +83,31 @@ def write_imagej_rois(path: str | os.PathLike, labels: np.ndarray, overwrite: bo
     return atomic_write(Path(path), write, overwrite)
 
 
+def write_geojson(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = False) -> Path:
+    """Write every object of a 2D label image as a GeoJSON polygon feature, for QuPath and GIS tools.
+
+    Coordinates are image pixels (x right, y down, the image's top-left corner at 0, 0, as QuPath
+    uses them); each feature is a QuPath ``detection`` with the object's label as its ``name`` and
+    in ``properties.label``. Written through a temporary file; ``overwrite`` to replace a file.
+
+    >>> import tempfile, json
+    >>> labels = np.zeros((6, 6), np.uint16); labels[1:3, 2:5] = 7
+    >>> path = write_geojson(Path(tempfile.mkdtemp()) / "cells.geojson", labels)
+    >>> [feature] = json.loads(path.read_text())["features"]
+    >>> feature["properties"]["label"], feature["geometry"]["type"]
+    (7, 'Polygon')
+    """
+    import json
+
+    features = []
+    for label, outline in _outlines(labels, "GeoJSON objects"):
+        ring = np.round(np.vstack([outline, outline[:1]]), 3).tolist()  # a closed ring
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": {"objectType": "detection", "name": str(label), "label": label}})
+    text = json.dumps({"type": "FeatureCollection", "features": features})
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text), overwrite)
+
+
 def read_imagej_rois(path: str | os.PathLike) -> list:
     """The ROIs of an ImageJ ``.roi`` or ``.zip`` file (``roifile.ImagejRoi`` objects; none for an empty zip)."""
     import zipfile
@@ -92,4 +121,4 @@ def read_imagej_rois(path: str | os.PathLike) -> list:
     return rois if isinstance(rois, list) else [rois]
 
 
-__all__ = ["object_outline", "read_imagej_rois", "write_imagej_rois"]
+__all__ = ["object_outline", "read_imagej_rois", "write_geojson", "write_imagej_rois"]

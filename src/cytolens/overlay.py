@@ -32,7 +32,7 @@ def display_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     >>> display_rgb(np.array([[0, 10], [20, 30]])).shape
     (2, 2, 3)
     """
-    from cytolens.preprocess import select_channel
+    from cytolens.preprocess import normalize_percentile, select_channel, to_rgb
 
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.size == 0:
@@ -40,14 +40,12 @@ def display_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     if image.ndim == 3 and channel is not None:
         image = select_channel(image, channel)
     if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
-    if image.ndim == 3 and image.shape[2] != 3:
+        image = image[..., :3]  # alpha takes no part in the stretch
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
         image = image.mean(axis=2)
-    pixels = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = np.percentile(pixels, [1, 99.8])
-    pixels = np.clip((pixels - lo) / max(float(hi - lo), 1e-6), 0, 1)
-    picture = (pixels * 255).astype(np.uint8)
-    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+    # stretched before gray is repeated to RGB: percentiles of repeated pixels interpolate differently
+    pixels = normalize_percentile(np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 1.0, 99.8)
+    return to_rgb((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
 def outline_colours(count: int) -> np.ndarray:

@@ -52,3 +52,21 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextMa
         warnings.warn(f"this {device.type.upper()} has no native bfloat16 support; computing in float32 instead",
                       stacklevel=3)
     return contextlib.nullcontext
+
+
+def half_precision_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Learned weights in float16, running statistics (e.g. batchnorm variances) kept in float32.
+
+    Batchnorm variances can exceed float16's range (65504) and would become ``inf``.
+
+    >>> state = {"conv.weight": torch.ones(2), "bn.running_var": torch.tensor([1e6])}
+    >>> {k: v.dtype for k, v in half_precision_weights(state).items()}
+    {'conv.weight': torch.float16, 'bn.running_var': torch.float32}
+    """
+    halved = {}
+    for key, value in state.items():
+        learned = key.endswith(("weight", "bias")) and value.is_floating_point()
+        if learned and torch.isfinite(value.half()).all():
+            value = value.half()
+        halved[key] = value
+    return halved

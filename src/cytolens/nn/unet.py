@@ -1,10 +1,11 @@
-"""A 2D U-Net (Ronneberger et al. 2015) with configurable depth, width and regularization.
+"""A U-Net (Ronneberger et al. 2015) for 2D images or 3D volumes, with configurable depth, width and regularization.
 
 The network reads like the paper's figure: an encoder of ``depth`` levels, each two
 3×3 convolutions then a 2×2 max-pool; a bottleneck; a decoder that upsamples,
 concatenates the skip connection and applies two 3×3 convolutions; a 1×1 head.
 Padding keeps the output the same size as the input when the input size is a
-multiple of ``2 ** depth``.
+multiple of ``2 ** depth``. ``dims=3`` builds the same network from 3D layers
+(Çiçek et al. 2016) for ``(N, C, Z, Y, X)`` volumes.
 
 Example
 -------
@@ -12,6 +13,8 @@ Example
 >>> net = UNet(in_channels=3, out_channels=2, depth=3, base_channels=8)
 >>> net(torch.zeros(1, 3, 64, 64)).shape
 torch.Size([1, 2, 64, 64])
+>>> UNet(in_channels=1, out_channels=1, depth=2, base_channels=4, dims=3)(torch.zeros(1, 1, 8, 16, 16)).shape
+torch.Size([1, 1, 8, 16, 16])
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from cytolens.errors import InvalidParameterError
+
 
 @dataclass(frozen=True)
-class UNetConfig:
-    """Arguments of :class:`UNet`, stored in a model package's ``model.json``."""
+class NetworkConfig:
+    """Arguments of a :class:`UNet` (or a :class:`~cytolens.nn.classifier.Classifier`), stored in ``model.json``."""
 
     in_channels: int = 3
     out_channels: int = 2
@@ -33,20 +38,40 @@ class UNetConfig:
     base_channels: int = 16
     norm: str = "batch"  # "batch" or "none"
     dropout: float = 0.0
+    dims: int = 2  # 2: images (N, C, Y, X); 3: volumes (N, C, Z, Y, X)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _conv_block(in_ch: int, out_ch: int, norm: str, dropout: float) -> nn.Sequential:
+UNetConfig = NetworkConfig
+
+
+#: the layer classes of a network of 2 or 3 spatial dimensions
+LAYERS = {2: {"conv": nn.Conv2d, "norm": nn.BatchNorm2d, "dropout": nn.Dropout2d, "pool": nn.MaxPool2d,
+              "up": nn.ConvTranspose2d},
+          3: {"conv": nn.Conv3d, "norm": nn.BatchNorm3d, "dropout": nn.Dropout3d, "pool": nn.MaxPool3d,
+              "up": nn.ConvTranspose3d}}
+
+
+def layers_for(dims: int) -> dict:
+    """The convolution, batch-norm, dropout, pooling and up-convolution classes for ``dims`` spatial axes."""
+    if dims not in LAYERS:
+        raise InvalidParameterError(f"dims must be 2 (images) or 3 (volumes), got {dims!r}")
+    return LAYERS[dims]
+
+
+def conv_block(in_ch: int, out_ch: int, norm: str, dropout: float, dims: int = 2) -> nn.Sequential:
+    """Two 3×3 (3×3×3) convolutions, each with optional batch-norm and a ReLU, then optional dropout."""
+    layer = layers_for(dims)
     layers: list[nn.Module] = []
     for i in range(2):
-        layers.append(nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, padding=1, bias=norm != "batch"))
+        layers.append(layer["conv"](in_ch if i == 0 else out_ch, out_ch, 3, padding=1, bias=norm != "batch"))
         if norm == "batch":
-            layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(layer["norm"](out_ch))
         layers.append(nn.ReLU(inplace=True))
     if dropout > 0:
-        layers.append(nn.Dropout2d(dropout))
+        layers.append(layer["dropout"](dropout))
     return nn.Sequential(*layers)
 
 
@@ -65,6 +90,8 @@ class UNet(nn.Module):
         Batch normalization after each convolution, or none.
     dropout : float
         Spatial dropout after each block (0 disables it).
+    dims : {2, 3}
+        Spatial axes: 2 for images, 3 for volumes.
     """
 
     def __init__(
@@ -75,31 +102,33 @@ class UNet(nn.Module):
         base_channels: int = 16,
         norm: str = "batch",
         dropout: float = 0.0,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        layer = layers_for(dims)
         if norm not in ("batch", "none"):
-            raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
+            raise InvalidParameterError(f"norm must be 'batch' or 'none', got {norm!r}")
         if depth < 1 or base_channels < 1:
-            raise ValueError("depth and base_channels must be positive")
-        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout)
+            raise InvalidParameterError("depth and base_channels must be positive")
+        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList()
         previous = in_channels
         for width in widths[:-1]:
-            self.encoders.append(_conv_block(previous, width, norm, dropout))
+            self.encoders.append(conv_block(previous, width, norm, dropout, dims))
             previous = width
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = _conv_block(widths[-2], widths[-1], norm, dropout)
+        self.pool = layer["pool"](2)
+        self.bottleneck = conv_block(widths[-2], widths[-1], norm, dropout, dims)
         self.upsamples = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.upsamples.append(nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2))
-            self.decoders.append(_conv_block(2 * widths[level], widths[level], norm, dropout))
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
+            self.upsamples.append(layer["up"](widths[level + 1], widths[level], 2, stride=2))
+            self.decoders.append(conv_block(2 * widths[level], widths[level], norm, dropout, dims))
+        self.head = layer["conv"](widths[0], out_channels, 1)
 
     @property
     def size_divisor(self) -> int:
-        """Input height and width must be multiples of this number."""
+        """Every spatial side of the input must be a multiple of this number."""
         return 2**self.config.depth
 
     def style(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +139,8 @@ class UNet(nn.Module):
         """
         for encoder in self.encoders:
             x = self.pool(encoder(x))
-        return self.bottleneck(x).mean(dim=(2, 3))
+        x = self.bottleneck(x)
+        return x.mean(dim=tuple(range(2, x.dim())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -188,9 +218,10 @@ def fuse_batchnorm(net: nn.Module) -> nn.Module:
 
 
 def _conv_batchnorm_pairs(net: nn.Module):
-    """``(block, i)`` for each ``Conv2d`` at ``block[i]`` followed by a ``BatchNorm2d`` in a ``Sequential``."""
+    """``(block, i)`` for each convolution at ``block[i]`` followed by a batch-norm in a ``Sequential``."""
     for block in net.modules():
         if isinstance(block, nn.Sequential):
             for i in range(len(block) - 1):
-                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                if (isinstance(block[i], nn.Conv2d | nn.Conv3d)
+                        and isinstance(block[i + 1], nn.BatchNorm2d | nn.BatchNorm3d)):
                     yield block, i

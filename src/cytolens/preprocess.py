@@ -1,19 +1,25 @@
-"""Normalization, channel handling, rescaling and tiled prediction.
+"""Normalization, channel handling, rescaling and tiled prediction, for 2D and 3D images.
 
 Everything here is numpy in, numpy out, and stateless between calls (safe in a
 server). Torch is only touched by :func:`predict_tiled` through the callable it is
-given.
+given. Functions that handle volumes take ``spatial_ndim`` (2, the default, for
+``(Y, X)`` images; 3 for ``(Z, Y, X)`` volumes); with 2 they give exactly what they
+gave before volumes were supported.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from cytolens.errors import InvalidImageError, InvalidParameterError
+from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParameterError
 
 
 def normalize_percentile(
@@ -31,11 +37,145 @@ def normalize_percentile(
     >>> float(y[0]), float(y[-1])
     (0.0, 1.0)
     """
-    if not 0 <= low < high <= 100:
-        raise InvalidParameterError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
+    _check_percentiles(low, high)
     image = np.asarray(image, dtype=np.float32)
     lo, hi = (float(v) for v in np.percentile(image, [low, high]))
     return (image - lo) / max(hi - lo, eps)
+
+
+def _check_percentiles(low: float, high: float) -> None:
+    if not 0 <= low < high <= 100:
+        raise InvalidParameterError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
+
+
+def _check_spatial_ndim(spatial_ndim: int) -> None:
+    if isinstance(spatial_ndim, bool) or spatial_ndim not in (2, 3):
+        raise InvalidParameterError(f"spatial_ndim must be 2 (Y, X) or 3 (Z, Y, X), got {spatial_ndim!r}")
+
+
+def _spatial_axes(spatial_ndim: int) -> str:
+    return "Z, Y, X" if spatial_ndim == 3 else "Y, X"
+
+
+def _check_spatial(image: np.ndarray, spatial_ndim: int) -> None:
+    _check_spatial_ndim(spatial_ndim)
+    if image.ndim < spatial_ndim:
+        raise InvalidImageError(f"expected a {spatial_ndim}D image ({_spatial_axes(spatial_ndim)}[, C]); "
+                                f"got an array of shape {image.shape}")
+
+
+@dataclass(frozen=True)
+class PercentileNormalizer:
+    """Map the ``low`` and ``high`` percentiles of an image to 0 and 1: the normalization of training and inference.
+
+    Percentiles are taken over all channels together (an RGB image keeps its colour
+    balance), from a strided sample (:meth:`statistics`); values outside are not
+    clipped. For a tiled prediction, take the statistics of the whole image once and
+    :meth:`apply` them to each tile. ``to_meta``/``from_meta`` write and read the
+    ``"normalization"`` entry of a model package.
+
+    >>> norm = PercentileNormalizer(0, 100)
+    >>> norm(np.array([[0, 5], [10, 20]])).tolist()
+    [[0.0, 0.25], [0.5, 1.0]]
+    >>> norm.to_meta()
+    {'method': 'percentile', 'low': 0.0, 'high': 100.0}
+    >>> PercentileNormalizer.from_meta(None)
+    PercentileNormalizer(low=1.0, high=99.8)
+    >>> PercentileNormalizer(50, 10)
+    Traceback (most recent call last):
+    cytolens.errors.InvalidParameterError: need 0 <= low < high <= 100, got low=50.0, high=10.0
+    """
+
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidParameterError(f"{name} must be a percentile (a number from 0 to 100), got {value!r}")
+            object.__setattr__(self, name, float(value))
+        _check_percentiles(self.low, self.high)
+
+    def statistics(self, image: np.ndarray, *, spatial_ndim: int = 2) -> tuple[float, float]:
+        """The ``low`` and ``high`` percentiles of ``image`` (its min and max where they coincide).
+
+        ``image`` is ``(Y, X[, C])``, or ``(Z, Y, X[, C])`` with ``spatial_ndim=3``. The
+        percentiles come from a sample that strides every spatial axis by one step, so
+        memory stays flat for huge images and the statistics barely move: for an image
+        ``step = max(1, int(sqrt(Y * X / 4e6)))`` (at most ~4 Mpx); for a volume
+        ``step = max(1, round((Z * Y * X / 4e6) ** (1 / 3)))`` (~4 M voxels; rounding
+        keeps up to ~13 M where a stride of 2 would leave far fewer).
+
+        >>> PercentileNormalizer(0, 50).statistics(np.arange(24).reshape(2, 3, 4), spatial_ndim=3)
+        (0.0, 11.5)
+        >>> sparse = np.zeros((10, 100))
+        >>> sparse[0, 0] = 7
+        >>> PercentileNormalizer().statistics(sparse)  # both percentiles are 0: min and max instead
+        (0.0, 7.0)
+        """
+        sample = self.sample(image, spatial_ndim=spatial_ndim)
+        lo, hi = np.percentile(sample, [self.low, self.high])
+        if hi <= lo:
+            lo, hi = float(sample.min()), float(sample.max())
+        return float(lo), float(hi)
+
+    @staticmethod
+    def sample(image: np.ndarray, *, spatial_ndim: int = 2) -> np.ndarray:
+        """The strided float32 sample :meth:`statistics` takes its percentiles from."""
+        image = np.asarray(image)
+        _check_spatial(image, spatial_ndim)
+        spatial = image.shape[:spatial_ndim]
+        if spatial_ndim == 2:
+            step = max(1, int(math.sqrt(spatial[0] * spatial[1] / 4e6)))
+        else:
+            step = max(1, int(round((math.prod(spatial) / 4e6) ** (1 / 3))))
+        sample = image[(slice(None, None, step),) * spatial_ndim].astype(np.float32)
+        if sample.size == 0:
+            raise InvalidImageError(f"image is empty (shape {image.shape})")
+        return sample
+
+    def apply(self, image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """``(image - lo) / (hi - lo)`` in float32, for statistics ``lo``, ``hi`` from :meth:`statistics`.
+
+        >>> PercentileNormalizer().apply(np.array([2, 4, 10], np.uint8), 2.0, 6.0).tolist()
+        [0.0, 0.5, 2.0]
+        """
+        lo, hi = float(lo), float(hi)
+        return (np.asarray(image).astype(np.float32) - lo) * (1.0 / max(hi - lo, 1e-6))
+
+    def __call__(self, image: np.ndarray, *, spatial_ndim: int = 2) -> np.ndarray:
+        """Normalize ``image`` with its own statistics."""
+        lo, hi = self.statistics(image, spatial_ndim=spatial_ndim)
+        return self.apply(image, lo, hi)
+
+    def to_meta(self) -> dict:
+        """The ``"normalization"`` entry of a model package's metadata."""
+        return {"method": "percentile", "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> PercentileNormalizer:
+        """The normalizer a ``"normalization"`` entry describes; None or missing values give the defaults.
+
+        >>> PercentileNormalizer.from_meta({"method": "percentile", "low": 2, "high": 98})
+        PercentileNormalizer(low=2.0, high=98.0)
+        >>> PercentileNormalizer.from_meta({"method": "zscore"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        cytolens.errors.InvalidModelError: unknown normalization method 'zscore' in the model's metadata: ...
+        """
+        if meta is None:
+            return cls()
+        if not isinstance(meta, dict):
+            raise InvalidModelError(f"the model's normalization metadata must be a mapping like {cls().to_meta()}, "
+                                    f"got {meta!r}")
+        method = meta.get("method", "percentile")
+        if method != "percentile":
+            raise InvalidModelError(f"unknown normalization method {method!r} in the model's metadata: this version "
+                                    "of cytolens knows only 'percentile' (the model may need a newer cytolens)")
+        try:
+            return cls(float(meta.get("low", cls.low)), float(meta.get("high", cls.high)))
+        except (TypeError, ValueError) as exc:
+            raise InvalidModelError(f"the model's normalization metadata {meta!r} is invalid: {exc}") from None
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -43,16 +183,40 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
     Accepts ``(Y, X)``, ``(Y, X, 1)``, ``(Y, X, 3)`` and ``(Y, X, 4)``.
     """
+    return to_channels(image, 3)
+
+
+def to_channels(image: np.ndarray, channels: int, *, spatial_ndim: int = 2) -> np.ndarray:
+    """Return an image as ``(Y, X, channels)`` (``(Z, Y, X, channels)`` with ``spatial_ndim=3``).
+
+    Grayscale (no channel axis, or one channel) is repeated, an image with
+    ``channels`` channels passes through, and with ``channels=3`` the alpha channel of
+    an RGBA image is dropped; anything else is an error.
+
+    >>> to_channels(np.zeros((4, 5)), 2).shape
+    (4, 5, 2)
+    >>> to_channels(np.zeros((2, 4, 5, 4)), 3, spatial_ndim=3).shape
+    (2, 4, 5, 3)
+    >>> to_channels(np.zeros((4, 5, 2)), 3)
+    Traceback (most recent call last):
+    cytolens.errors.InvalidImageError: expected a 2D image (Y, X) or (Y, X, C) with C in 1, 3, 4; got shape (4, 5, 2)
+    """
+    _check_spatial_ndim(spatial_ndim)
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+        raise InvalidParameterError(f"channels must be a whole number >= 1, got {channels!r}")
     image = np.asarray(image)
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        if image.shape[2] == 1:
-            return np.repeat(image, 3, axis=2)
-        return image[..., :3]
-    raise InvalidImageError(
-        f"expected a 2D image (Y, X) or (Y, X, C) with C in 1, 3, 4; got shape {image.shape}"
-    )
+    if image.ndim == spatial_ndim:
+        return np.repeat(image[..., None], channels, axis=spatial_ndim)
+    if image.ndim == spatial_ndim + 1:
+        have = image.shape[spatial_ndim]
+        if have == channels or (channels == 3 and have == 4):
+            return image[..., :channels]
+        if have == 1:
+            return np.repeat(image, channels, axis=spatial_ndim)
+    accepted = ", ".join(str(c) for c in sorted({1, channels} | ({4} if channels == 3 else set())))
+    axes = _spatial_axes(spatial_ndim)
+    raise InvalidImageError(f"expected a {spatial_ndim}D image ({axes}) or ({axes}, C) with C in {accepted}; "
+                            f"got shape {image.shape}")
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -105,27 +269,58 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def rescale(image: np.ndarray, scale: float, order: int = 1) -> np.ndarray:
-    """Resize the two spatial axes of a ``(Y, X[, C])`` image by ``scale``.
+def _per_axis(value, spatial_ndim: int, name: str) -> tuple:
+    """``value`` for every spatial axis: a single value repeated, or a sequence of one per axis."""
+    if np.ndim(value) == 0:
+        return (value,) * spatial_ndim
+    values = tuple(value)
+    if len(values) != spatial_ndim:
+        raise InvalidParameterError(f"{name} takes one value or {spatial_ndim} (one per spatial axis), got {value!r}")
+    return values
 
-    ``order=0`` (nearest) for label images, ``order=1`` (bilinear) for intensities.
+
+def rescale(image: np.ndarray, scale: float | tuple[float, ...], order: int = 1, *,
+            spatial_ndim: int = 2) -> np.ndarray:
+    """Resize the spatial axes of a ``(Y, X[, C])`` image (``(Z, Y, X[, C])`` with ``spatial_ndim=3``) by ``scale``.
+
+    ``scale`` is one factor for every spatial axis, or one per axis (e.g. ``(1, 0.5, 0.5)``
+    for a volume whose planes are sampled finer than its Z steps). ``order=0``
+    (nearest) for label images, ``order=1`` (linear) for intensities.
+
+    >>> rescale(np.zeros((4, 6, 3)), 2.0).shape
+    (8, 12, 3)
+    >>> rescale(np.zeros((5, 8, 8)), (1, 0.5, 0.5), spatial_ndim=3).shape
+    (5, 4, 4)
     """
-    if scale <= 0 or not np.isfinite(scale):
-        raise InvalidParameterError(f"scale must be a positive number, got {scale}")
-    if abs(scale - 1.0) < 1e-6:
+    _check_spatial(np.asarray(image), spatial_ndim)
+    scales = _per_axis(scale, spatial_ndim, "scale")
+    for s in scales:
+        if isinstance(s, bool) or not isinstance(s, numbers.Real) or s <= 0 or not np.isfinite(s):
+            raise InvalidParameterError(f"scale must be a positive number, got {scale}")
+    if all(abs(s - 1.0) < 1e-6 for s in scales):
         return image
-    zoom = (scale, scale) + (1,) * (image.ndim - 2)
+    zoom = scales + (1,) * (image.ndim - spatial_ndim)
     return ndi.zoom(image, zoom, order=order, mode="reflect" if order else "nearest", grid_mode=True)
 
 
-def resize_to(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
-    """Resize the spatial axes of ``(C, Y, X)`` or ``(Y, X)`` data to exactly ``shape``."""
-    spatial = image.shape[-2:]
-    if tuple(spatial) == tuple(shape):
+def resize_to(image: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """Resize the last ``len(shape)`` axes of an array to exactly ``shape``.
+
+    ``(C, Y, X)`` or ``(Y, X)`` data with a 2-tuple, ``(C, Z, Y, X)`` or ``(Z, Y, X)``
+    with a 3-tuple; the leading axes are kept.
+
+    >>> resize_to(np.zeros((2, 3, 10, 10)), (6, 5, 20)).shape
+    (2, 6, 5, 20)
+    """
+    shape = tuple(shape)
+    if not 1 <= len(shape) <= image.ndim:
+        raise InvalidParameterError(f"shape {shape} does not fit an array of shape {image.shape}")
+    spatial = image.shape[-len(shape):]
+    if tuple(spatial) == shape:
         return image
-    zoom = (1,) * (image.ndim - 2) + (shape[0] / spatial[0], shape[1] / spatial[1])
+    zoom = (1,) * (image.ndim - len(shape)) + tuple(s / n for s, n in zip(shape, spatial))
     out = ndi.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
-    return out[..., : shape[0], : shape[1]]
+    return out[(Ellipsis, *(slice(None, s) for s in shape))]
 
 
 def _tile_starts(length: int, tile: int, step: int) -> list[int]:
@@ -169,10 +364,12 @@ def predict_tiled(
     predict: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
     out_channels: int,
-    tile_size: int = 512,
-    overlap: int = 64,
+    tile_size: int | tuple[int, ...] = 512,
+    overlap: int | tuple[int, ...] = 64,
     size_divisor: int = 16,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    spatial_ndim: int = 2,
 ) -> np.ndarray:
     """Apply ``predict`` to overlapping tiles of an image and blend the results.
 
@@ -185,41 +382,56 @@ def predict_tiled(
     do not show; memory is one tile plus the ``(out_channels, Y, X)`` output.
     Tiles are shrunk to the smallest side that needs no more of them (:func:`fitted_tile`).
 
+    With ``spatial_ndim=3`` the same holds for volumes: ``(C, Z, Y, X)`` (or
+    ``(Z, Y, X, ...)`` with ``prepare``), ``(C, z, y, x)`` tiles, an
+    ``(out_channels, Z, Y, X)`` output, and blending weights that are the product of
+    the ramps of the three axes. ``tile_size`` and ``overlap`` are one value for every
+    spatial axis or one per axis (e.g. ``tile_size=(32, 256, 256)``).
+
     Examples
     --------
     >>> img = np.random.default_rng(0).random((1, 100, 130)).astype(np.float32)
     >>> out = predict_tiled(lambda t: t * 2, img, 1, tile_size=48, overlap=16)
     >>> bool(np.allclose(out, img * 2, atol=1e-5))
     True
+    >>> vol = np.random.default_rng(0).random((1, 20, 40, 50)).astype(np.float32)
+    >>> out = predict_tiled(lambda t: t * 2, vol, 1, tile_size=(16, 32, 32), overlap=4, spatial_ndim=3)
+    >>> bool(np.allclose(out, vol * 2, atol=1e-5))
+    True
     """
-    if tile_size % size_divisor or tile_size <= 2 * overlap:
-        raise InvalidParameterError(
-            f"tile_size ({tile_size}) must be a multiple of {size_divisor} and > 2*overlap ({overlap})"
-        )
+    _check_spatial(np.asarray(image), spatial_ndim)
+    tiles = _per_axis(tile_size, spatial_ndim, "tile_size")
+    overlaps = _per_axis(overlap, spatial_ndim, "overlap")
+    for tile, lap in zip(tiles, overlaps):
+        if tile % size_divisor or tile <= 2 * lap:
+            raise InvalidParameterError(
+                f"tile_size ({tile}) must be a multiple of {size_divisor} and > 2*overlap ({lap})"
+            )
     channels_first = prepare is None
-    height, width = image.shape[-2:] if channels_first else image.shape[:2]
+    size = image.shape[-spatial_ndim:] if channels_first else image.shape[:spatial_ndim]
     if prepare is None:
         def prepare(tile):
             return np.asarray(tile, dtype=np.float32)
 
-    tile_y, tile_x = (fitted_tile(n, tile_size, overlap, size_divisor) for n in (height, width))
-    output = np.zeros((out_channels, height, width), dtype=np.float32)
-    weights = np.zeros((height, width), dtype=np.float32)
-    for y0 in _tile_starts(height, tile_y, tile_y - overlap):
-        for x0 in _tile_starts(width, tile_x, tile_x - overlap):
-            y1, x1 = min(y0 + tile_y, height), min(x0 + tile_x, width)
-            region = image[..., y0:y1, x0:x1] if channels_first else image[y0:y1, x0:x1]
-            tile = prepare(region)
-            pad_y, pad_x = tile_y - (y1 - y0), tile_x - (x1 - x0)
-            if pad_y or pad_x:
-                mode = "reflect" if min(tile.shape[1:]) > max(pad_y, pad_x) else "symmetric"
-                tile = np.pad(tile, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
-            result = predict(tile)[:, : y1 - y0, : x1 - x0]
-            # ramps only where a neighbouring tile overlaps, so image borders keep full weight
-            wy = _ramp(tile_y, overlap)[: y1 - y0] if height > tile_y else np.ones(y1 - y0, np.float32)
-            wx = _ramp(tile_x, overlap)[: x1 - x0] if width > tile_x else np.ones(x1 - x0, np.float32)
-            window = np.outer(wy, wx)
-            output[:, y0:y1, x0:x1] += result * window
-            weights[y0:y1, x0:x1] += window
+    fitted = tuple(fitted_tile(n, tile, lap, size_divisor) for n, tile, lap in zip(size, tiles, overlaps))
+    output = np.zeros((out_channels, *size), dtype=np.float32)
+    weights = np.zeros(size, dtype=np.float32)
+    starts = (_tile_starts(n, tile, tile - lap) for n, tile, lap in zip(size, fitted, overlaps))
+    for origin in itertools.product(*starts):
+        ends = tuple(min(start + tile, n) for start, tile, n in zip(origin, fitted, size))
+        lengths = tuple(end - start for start, end in zip(origin, ends))
+        window_at = tuple(slice(start, end) for start, end in zip(origin, ends))
+        tile = prepare(image[(Ellipsis, *window_at)] if channels_first else image[window_at])
+        pads = tuple(tile_side - length for tile_side, length in zip(fitted, lengths))
+        if any(pads):
+            mode = "reflect" if min(tile.shape[1:]) > max(pads) else "symmetric"
+            tile = np.pad(tile, ((0, 0), *((0, pad) for pad in pads)), mode=mode)
+        result = predict(tile)[(slice(None), *(slice(None, length) for length in lengths))]
+        # ramps only where a neighbouring tile overlaps, so image borders keep full weight
+        ramps = [_ramp(tile_side, lap)[:length] if n > tile_side else np.ones(length, np.float32)
+                 for n, tile_side, lap, length in zip(size, fitted, overlaps, lengths)]
+        window = functools.reduce(np.multiply.outer, ramps)
+        output[(slice(None), *window_at)] += result * window
+        weights[window_at] += window
     output /= np.maximum(weights, 1e-8)
     return output

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from track_movies import disc, movie_of
 
 import cytolens.track as tracking
 from cytolens.errors import CytolensError, InvalidImageError, InvalidParameterError, OutputExistsError
 from cytolens.io import read_ctc_masks, read_ctc_tracks
 from cytolens.track import TrackingConfig, link, solve_assignment
-from track_movies import disc, movie_of
 
 
 def tracks_by_truth(result, truth: list[list[int]]) -> dict[tuple[int, int], int]:
@@ -290,8 +290,8 @@ def test_config_forbids_unknown_fields_and_estimates_none():
 
 def test_solve_assignment_prefers_alternatives_when_links_are_dear():
     rows, cols, cost = np.array([0, 1]), np.array([0, 0]), np.array([0.5, 0.1])
-    assert solve_assignment(2, 1, rows, cols, cost, 1.0, 1.0).tolist() == [[1, 0]]
-    assert solve_assignment(2, 1, rows, cols, cost + 5, 1.0, 1.0).tolist() == []
+    assert solve_assignment(2, 1, rows, cols, cost, row_alternative=1.0, col_alternative=1.0).tolist() == [[1, 0]]
+    assert solve_assignment(2, 1, rows, cols, cost + 5, row_alternative=1.0, col_alternative=1.0).tolist() == []
 
 
 def test_link_ten_thousand_cells_per_frame():
@@ -527,3 +527,24 @@ def test_segment_movie_keeps_every_object_unless_asked_to_filter(monkeypatch):
     tracking.segment_movie(np.stack([frame, frame]), diameter=20)
     tracking.segment_movie(np.stack([frame, frame]), diameter=20, filter_objects=True)
     assert seen == [False, False, True, True]
+
+
+def test_progress_goes_to_a_callback_per_frame(monkeypatch):
+    from skimage.measure import label
+
+    import cytolens
+
+    monkeypatch.setattr(cytolens, "segment", lambda image, **kwargs: label(image > 0.5))
+    movie = (division_movie() > 0).astype(np.float32)
+    events = []
+    tracking.track(movie, diameter=6, progress=events.append)
+    frames = len(movie)
+    assert [(e.done, e.total) for e in events if e.stage == "segmenting frames"] == [
+        (t, frames) for t in range(1, frames + 1)]
+    assert [(e.done, e.total) for e in events if e.stage == "linking"] == [(t, frames - 1) for t in range(1, frames)]
+    assert {e.stage for e in events} == {"segmenting frames", "linking"}
+    # a bool, as callers passed before callbacks, still works: True draws tqdm bars, False nothing
+    labels = division_movie()
+    expected = tracking.track(labels=labels).tracks
+    assert tracking.track(labels=labels, progress=True).tracks.equals(expected)
+    assert tracking.track(labels=labels, progress=False).tracks.equals(expected)

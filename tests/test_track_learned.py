@@ -78,7 +78,7 @@ def test_fit_from_a_table_of_points_without_masks():
     model = fit_link_model(table)
     assert not model.uses_masks and "overlap" not in model.link.columns
     linked = tracking.link(table.drop(columns=["track_id", "parent_track_id"]).assign(cell=table["track_id"]),
-                           model=model)
+                           cost=model)
     assert (linked.groupby("cell")["track_id"].nunique() == 1).all()
     assert linked["track_id"].nunique() == 6
 
@@ -128,3 +128,32 @@ def test_cli_learns_a_link_model_and_tracks_with_it(tmp_path):
     assert missing.exit_code == 1 and "no such file" in missing.output and "Traceback" not in missing.output
     not_gt = runner.invoke(app, ["track-learn", str(tmp_path), "-o", str(tmp_path / "x.json")])
     assert not_gt.exit_code == 1 and "error:" in not_gt.output
+
+
+def test_both_costs_are_link_costs_and_link_takes_the_learned_one_as_an_object(model_path):
+    from cytolens.track import HandLinkCost, LinkCost
+
+    model = load_link_model(model_path)
+    assert isinstance(model, LinkCost) and isinstance(HandLinkCost(), LinkCost)
+    labels, _ = annotated(seed=1)
+    table = tracking.detect(labels)
+    overlaps, contacts = tracking.label_overlaps(labels, table), tracking.label_contacts(labels, table)
+    config = TrackingConfig(link_cost="learned", link_model=str(model_path))
+    with pytest.raises(InvalidParameterError, match="cost="):
+        tracking.link(table, config, overlaps=overlaps, contacts=contacts)
+    linked = tracking.link(table, config, overlaps=overlaps, contacts=contacts, cost=model)
+    assert linked.equals(tracking.track(labels=labels, config=config).tracks)
+
+
+def test_linking_and_costs_do_not_import_the_learned_module():
+    import ast
+    from pathlib import Path
+
+    import cytolens.track.costs
+    import cytolens.track.linking
+
+    for module in (cytolens.track.linking, cytolens.track.costs):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert "cytolens.track.learned" not in imported, module.__name__

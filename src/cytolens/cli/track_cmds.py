@@ -67,6 +67,7 @@ def track_command(
     import cytolens.track as tracking
     from cytolens.errors import InvalidParameterError, OutputExistsError
     from cytolens.io import atomic_write, check_output_folder, write_table
+    from cytolens.progress import tqdm_listener
 
     if (movie is None) == (labels is None):
         raise InvalidParameterError("give either a MOVIE to segment or --labels LABELS to link (exactly one)")
@@ -88,11 +89,12 @@ def track_command(
         existing = [p for p in targets if p.exists()]
         if existing:
             raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    progress = None if quiet else tqdm_listener()
     if labels is not None:
-        result = tracking.track(labels=tracking.read_label_movie(labels), progress=not quiet, **settings)
+        result = tracking.track(labels=tracking.read_label_movie(labels), progress=progress, **settings)
     else:
         result = tracking.track(_read_movie(movie), model=model, diameter=diameter, gamma=gamma,
-                                precision=precision, channel=channel, progress=not quiet, **settings)
+                                precision=precision, channel=channel, progress=progress, **settings)
     result.to_ctc(output, overwrite=overwrite)
     write_table(output / "tracks.csv", result.to_table(), overwrite=overwrite)
     _, graph = result.to_napari()

@@ -2,10 +2,10 @@
 
 Detections come from a label movie (``T, Y, X``; 0 = background), a CTC folder or a
 table; :func:`link` joins them in the Jaqaman style (frame-to-frame assignment, then
-gap closing and division detection over track segments); :class:`TrackingResult`
-writes a CTC folder, a tracks table, napari Tracks data and a lineage plot.
-:func:`fit_link_model` learns link and division probabilities from annotated tracks, an
-alternative to the hand-made costs (``link_cost="learned"``).
+gap closing and division detection over track segments), priced by a :class:`LinkCost`;
+:class:`TrackingResult` writes a CTC folder, a tracks table, napari Tracks data and a
+lineage plot. :func:`fit_link_model` learns link and division probabilities from annotated
+tracks, an alternative to the hand-made costs (``link_cost="learned"``).
 
 The package itself is callable, so ``cytolens.track(labels=movie)`` is the same as
 ``cytolens.track.track(labels=movie)``.
@@ -20,6 +20,7 @@ import sys
 import types
 
 from cytolens.track.config import TrackingConfig
+from cytolens.track.costs import HandLinkCost, LinkCost
 from cytolens.track.detections import (
     as_label_movie,
     detect,
@@ -31,12 +32,13 @@ from cytolens.track.detections import (
 from cytolens.track.learned import LinkCostModel, fit_link_model, fit_link_model_ctc, load_link_model
 from cytolens.track.lineage import TrackingResult, ctc_tracks, napari_tracks, plot_lineage, relabel
 from cytolens.track.linking import link, solve_assignment
-from cytolens.track.pipeline import segment_movie, track
+from cytolens.track.pipeline import link_cost_for, segment_movie, track
 
 __all__ = [
-    "LinkCostModel", "TrackingConfig", "TrackingResult", "as_label_movie", "ctc_tracks", "detect",
-    "detections_from_table", "fit_link_model", "fit_link_model_ctc", "label_contacts", "label_overlaps", "link", "load_link_model",
-    "napari_tracks", "plot_lineage", "read_label_movie", "relabel", "segment_movie", "solve_assignment", "track",
+    "HandLinkCost", "LinkCost", "LinkCostModel", "TrackingConfig", "TrackingResult", "as_label_movie", "ctc_tracks",
+    "detect", "detections_from_table", "fit_link_model", "fit_link_model_ctc", "label_contacts", "label_overlaps",
+    "link", "link_cost_for", "load_link_model", "napari_tracks", "plot_lineage", "read_label_movie", "relabel",
+    "segment_movie", "solve_assignment", "track",
 ]
 
 

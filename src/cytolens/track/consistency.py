@@ -34,7 +34,7 @@ def _overlaps(frame: np.ndarray, other: np.ndarray) -> dict[int, dict[int, int]]
     return table
 
 
-def _whole_in(pair, areas, overlaps, other_areas, min_iou: float) -> bool:
+def _whole_in(pair, areas, overlaps, other_areas, *, min_iou: float) -> bool:
     """Does one object of the other frame cover both parts of ``pair`` (each mostly, the union by IoU)?"""
     a, b = pair
     for candidate, shared_a in overlaps.get(a, {}).items():
@@ -47,7 +47,7 @@ def _whole_in(pair, areas, overlaps, other_areas, min_iou: float) -> bool:
     return False
 
 
-def merge_flickering_splits(labels: np.ndarray, max_frames: int = 2, min_iou: float = 0.5) -> np.ndarray:
+def merge_flickering_splits(labels: np.ndarray, *, max_frames: int = 2, min_iou: float = 0.5) -> np.ndarray:
     """Merge touching objects that are one object both before and after (see the module docstring).
 
     Parameters
@@ -75,12 +75,12 @@ def merge_flickering_splits(labels: np.ndarray, max_frames: int = 2, min_iou: fl
         before = list(range(t - 1, max(t - max_frames, 0) - 1, -1))
         after = list(range(t + 1, min(t + max_frames, len(labels) - 1) + 1))
         if before and after:
-            while _merge_one_pair(labels, areas, t, before, after, min_iou):
+            while _merge_one_pair(labels, areas, t, before=before, after=after, min_iou=min_iou):
                 pass  # a nucleus cut in three merges pair by pair
     return labels
 
 
-def _merge_one_pair(labels, areas, t: int, before: list[int], after: list[int], min_iou: float) -> bool:
+def _merge_one_pair(labels, areas, t: int, *, before: list[int], after: list[int], min_iou: float) -> bool:
     """Merge the first touching pair of frame ``t`` that is whole before and after; False if none is."""
     firsts, seconds = touching_labels(labels[t], reach=1)  # sharing an edge; sorted pairs
     if not len(firsts):
@@ -88,7 +88,7 @@ def _merge_one_pair(labels, areas, t: int, before: list[int], after: list[int], 
     tables = {s: _overlaps(labels[t], labels[s]) for s in before + after}
 
     def whole_in(pair, frames) -> bool:
-        return any(_whole_in(pair, areas[t], tables[s], areas[s], min_iou) for s in frames)
+        return any(_whole_in(pair, areas[t], tables[s], areas[s], min_iou=min_iou) for s in frames)
 
     for a, b in zip(firsts.tolist(), seconds.tolist()):
         if whole_in((a, b), before) and whole_in((a, b), after):

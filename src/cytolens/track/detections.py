@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.measure import DENSE_ID_LIMIT
 
 DETECTION_COLUMNS = ["t", "label", "y", "x", "area", "mean_intensity", "touches_border"]
+#: mask overlaps between consecutive frames, ``{t: (rows_t, rows_t1, pixels)}`` (:func:`label_overlaps`)
+Overlaps = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: objects of the same frame whose masks touch, ``{t: (rows_a, rows_b)}`` (:func:`label_contacts`)
+Contacts = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
 def as_label_movie(labels: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -125,7 +130,7 @@ def detect(labels: np.ndarray, image: np.ndarray | None = None) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def detections_from_table(table: pd.DataFrame, frame_col: str = "t",
+def detections_from_table(table: pd.DataFrame, *, frame_col: str = "t",
                           coordinate_cols: Sequence[str] = ("y", "x")) -> pd.DataFrame:
     """Normalise a table of detections (one row per object per frame) to the detection columns.
 
@@ -187,7 +192,7 @@ def _row_lookup(detections: pd.DataFrame) -> dict[int, np.ndarray]:
     return lookup
 
 
-def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def label_overlaps(labels: np.ndarray, detections: pd.DataFrame) -> Overlaps:
     """Pixel overlaps between objects of consecutive frames.
 
     Returns ``{t: (rows_t, rows_t1, pixels)}``: detection row numbers in frame ``t`` and
@@ -235,7 +240,7 @@ def touching_labels(frame: np.ndarray, reach: int = 2) -> tuple[np.ndarray, np.n
     return codes // base, codes % base
 
 
-def label_contacts(labels: np.ndarray, detections: pd.DataFrame, reach: int = 2) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def label_contacts(labels: np.ndarray, detections: pd.DataFrame, reach: int = 2) -> Contacts:
     """Objects of the same frame that touch (:func:`touching_labels`), as ``{t: (rows_a, rows_b)}`` detection rows."""
     movie = np.asarray(labels)
     lookup = _row_lookup(detections)
@@ -286,3 +291,49 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
     if stack.ndim == 4 and stack.shape[1] <= 4 < stack.shape[-1]:
         stack = np.moveaxis(stack, 1, -1)
     return stack
+
+
+@dataclass
+class Movie:
+    """Detections as arrays, indexed by positional row: what every linking step and link cost reads.
+
+    >>> table = pd.DataFrame({"t": [0, 0, 1], "y": [1.0, 5.0, 2.0], "x": [1.0, 5.0, 1.0], "area": [9.0, 4.0, 9.0]})
+    >>> Movie.from_table(table).frames
+    {0: array([0, 1]), 1: array([2])}
+    """
+
+    points: np.ndarray  # (N, 2) y, x
+    area: np.ndarray  # 1.0 where unknown
+    intensity: np.ndarray  # NaN where unknown
+    times: np.ndarray
+    frames: dict[int, np.ndarray]  # t -> rows
+    border: np.ndarray  # object touches the image border
+    overlaps: Overlaps | None  # None: no masks (or not used)
+    contacts: np.ndarray | None = None  # sorted codes a * N + b (a < b) of same-frame rows whose masks touch
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, *, overlaps: Overlaps | None = None,
+                   contacts: Contacts | None = None) -> Movie:
+        """Arrays of a detection table (:data:`DETECTION_COLUMNS`; rows by position) and its masks' relations."""
+        area = table["area"].to_numpy(float) if "area" in table else np.full(len(table), np.nan)
+        intensity = table["mean_intensity"].to_numpy(float) if "mean_intensity" in table else np.full(len(table), np.nan)
+        times = table["t"].to_numpy(np.int64)
+        order = np.argsort(times, kind="stable")
+        return cls(points=table[["y", "x"]].to_numpy(float), area=np.where(np.isfinite(area) & (area > 0), area, 1.0),
+                   intensity=intensity, times=times,
+                   frames={int(t): order[times[order] == t] for t in np.unique(times)},
+                   border=table["touches_border"].to_numpy(bool) if "touches_border" in table
+                   else np.zeros(len(table), bool), overlaps=overlaps,
+                   contacts=None if contacts is None else _contact_codes(contacts, len(table)))
+
+    def touching(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether the masks of rows ``a`` and ``b`` (same frame) touch; False where unknown or b < 0."""
+        if self.contacts is None or not len(self.contacts):
+            return np.zeros(len(a), bool)
+        n = len(self.points)
+        return (b >= 0) & np.isin(np.minimum(a, b) * n + np.maximum(a, b), self.contacts)
+
+
+def _contact_codes(contacts: Contacts, n: int) -> np.ndarray:
+    pairs = [np.minimum(a, b) * n + np.maximum(a, b) for a, b in contacts.values()]
+    return np.unique(np.concatenate(pairs)).astype(np.int64) if pairs else np.zeros(0, np.int64)

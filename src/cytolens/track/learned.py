@@ -19,8 +19,9 @@ on how crowded the training movie was. The prior odds come from the annotation t
 often a track ends, a detection is missed, a cell divides. A link is taken when its
 likelihood ratio beats the death and birth it replaces, a closed gap also pays for each
 missed detection, and a split must beat a birth given how rare divisions are (see
-:class:`LinkCostModel`). With fewer than ``min_divisions`` annotated divisions the
-division part is left out and the hand-made division cost is used on the same scale.
+:class:`LinkCostModel`, a :class:`~cytolens.track.costs.LinkCost`). With fewer than
+``min_divisions`` annotated divisions the division part is left out and the hand-made
+division cost is used on the same scale.
 
 The model is a small JSON file (coefficients and feature scaling; nothing pickled).
 
@@ -44,15 +45,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cytolens.errors import InvalidParameterError
 from cytolens.track.config import TrackingConfig
-from cytolens.track.linking import (
-    Movie,
-    Overlaps,
-    _frame_links,
-    _segments,
-    frame_candidates,
-    link_features,
-    segment_candidates,
-)
+from cytolens.track.costs import LinkPairs, hand_split_cost
+from cytolens.track.detections import Movie, Overlaps
+from cytolens.track.linking import _frame_links, _segments, frame_candidates, link_features, segment_candidates
 
 FORMAT = "cytolens.track.learned/1"
 LOGIT_CAP = 30.0  # log-odds are clipped to +-LOGIT_CAP; costs add multiples of it to stay non-negative
@@ -106,6 +101,9 @@ def _rarity(rate: float) -> float:
 class LinkCostModel(BaseModel):
     """Learned link and division probabilities, saved as JSON (:meth:`save`, :func:`load_link_model`).
 
+    A :class:`~cytolens.track.costs.LinkCost`: give it to :func:`~cytolens.track.linking.link`
+    as ``cost=`` (``cytolens.track(..., link_cost="learned", link_model=path)`` does that).
+
     The regressions are fitted with balanced classes, so their log-odds are likelihood
     ratios; the prior odds come from how often, in the annotation, a track ends
     (death, exit, missed detection), a detection is missed, and a cell divides. A link is
@@ -132,28 +130,30 @@ class LinkCostModel(BaseModel):
         """Log likelihood ratio that each pair is the same cell."""
         return self.link.logit(features)
 
-    def division_logit(self, features: dict[str, np.ndarray], hand_cost: np.ndarray,
-                       cfg: TrackingConfig) -> np.ndarray:
-        """Log likelihood ratio of each split; without a division model, the hand-made cost on that scale
-        (zero where it equals ``birth_cost``, plus the odds against a division, so the hand-made decision stands)."""
+    def division_logit(self, features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndarray:
+        """Log likelihood ratio of each split; without a division model, the hand-made cost
+        (:func:`~cytolens.track.costs.hand_split_cost`) on that scale (zero where it equals
+        ``birth_cost``, plus the odds against a division, so the hand-made decision stands)."""
         if self.division is None:
-            hand = HAND_SCALE * (cfg.birth_cost - np.asarray(hand_cost))
+            hand = HAND_SCALE * (cfg.birth_cost - hand_split_cost(features, cfg))
             return np.clip(hand + _rarity(self.division_rate) - _rarity(self.end_rate), -LOGIT_CAP, LOGIT_CAP)
         return self.division.logit(features)
 
-    def frame_costs(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    def frame_costs(self, movie: Movie, pairs: LinkPairs, cfg: TrackingConfig) -> tuple[np.ndarray, float]:
         """Step 1: link costs and the cost of leaving a detection unlinked (half a birth plus death)."""
+        features = link_features(movie, pairs, diameter=cfg.cell_diameter)
         return LOGIT_CAP - self.link_logit(features), LOGIT_CAP / 2 + _rarity(self.end_rate)
 
-    def gap_costs(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    def gap_costs(self, movie: Movie, pairs: LinkPairs, cfg: TrackingConfig) -> tuple[np.ndarray, float]:
         """Step 2: gap-closing costs and the cost of a birth (the alternative of every segment start)."""
+        features = link_features(movie, pairs, diameter=cfg.cell_diameter)
         base = 2 * LOGIT_CAP
         missed = np.asarray(features["gap"], float) * _rarity(self.miss_rate)
         return base - self.link_logit(features) - _rarity(self.end_rate) + missed, base + _rarity(self.end_rate)
 
-    def split_costs(self, features: dict[str, np.ndarray], hand_cost: np.ndarray, cfg: TrackingConfig) -> np.ndarray:
+    def split_costs(self, division: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndarray:
         """Step 2: split costs, on the scale of :meth:`gap_costs`."""
-        return 2 * LOGIT_CAP - self.division_logit(features, hand_cost, cfg) + _rarity(self.division_rate)
+        return 2 * LOGIT_CAP - self.division_logit(division, cfg) + _rarity(self.division_rate)
 
     def check(self, movie: Movie) -> None:
         """Refuse detections that lack what the model was trained with."""
@@ -246,8 +246,9 @@ def _event_rates(tracks: pd.DataFrame, cell: np.ndarray, mother_last: np.ndarray
             "division_rate": (int(mother_last.sum()) + 1) / (n + 2)}
 
 
-def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, config: TrackingConfig | dict | None = None,
-                   trained_on: str = "", min_divisions: int = 3, regularization: float = 1.0) -> LinkCostModel:
+def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, *,
+                   config: TrackingConfig | dict | None = None, trained_on: str = "", min_divisions: int = 3,
+                   regularization: float = 1.0) -> LinkCostModel:
     """Fit link and division probabilities to annotated tracks.
 
     Parameters
@@ -274,7 +275,7 @@ def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, confi
         raise InvalidParameterError(f"annotated tracks lack columns {missing}; they have {list(tracks.columns)}")
     table = tracks.reset_index(drop=True)
     cfg = TrackingConfig.from_kwargs(config, link_cost="hand", link_model=None).resolved(table)
-    movie = Movie.from_table(table, overlaps if cfg.use_overlap else None)
+    movie = Movie.from_table(table, overlaps=overlaps if cfg.use_overlap else None)
     cell = _cells(table)
     # link pairs: the same cell 1 .. max_gap + 1 frames apart, against the other candidates
     parts: dict[str, list] = {}
@@ -286,7 +287,8 @@ def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, confi
             i, j, distance, iou = frame_candidates(movie, t, TRAINING_REACH * cfg.search_radius * np.sqrt(gap + 1),
                                                    gap + 1)
             a, b = movie.frames[t][i], movie.frames[t + gap + 1][j]
-            for name, value in link_features(movie, a, b, distance, iou, gap, cfg.cell_diameter).items():
+            pairs = LinkPairs(earlier=a, later=b, distance=distance, iou=iou, gap=gap)
+            for name, value in link_features(movie, pairs, diameter=cfg.cell_diameter).items():
                 parts.setdefault(name, []).append(value)
             labels.append(cell[a] == cell[b])
     label = np.concatenate(labels) if labels else np.zeros(0, bool)
@@ -305,7 +307,7 @@ def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, confi
     # divisions: the split candidates linking meets after its (learned) frame-to-frame step
     if int(mother_last.sum()) < min_divisions or not cfg.divisions:
         return model
-    successor = _frame_links(movie, cfg, model)
+    successor = _frame_links(movie, cfg, cost=model)
     _, members = _segments(successor)
     cand = segment_candidates(movie, successor, members, cfg)
     split = cand.kind == 1  # kind 2 rows repeat kind 1 rows (a vanished mother's second daughter)
@@ -318,7 +320,7 @@ def fit_link_model(tracks: pd.DataFrame, overlaps: Overlaps | None = None, confi
     return model
 
 
-def fit_link_model_ctc(folder: str | os.PathLike, config: TrackingConfig | dict | None = None,
+def fit_link_model_ctc(folder: str | os.PathLike, *, config: TrackingConfig | dict | None = None,
                        **kwargs) -> LinkCostModel:
     """Fit to a Cell Tracking Challenge folder: ground truth (``.../01_GT`` or its ``TRA``) or a curated result.
 
@@ -343,4 +345,4 @@ def fit_link_model_ctc(folder: str | os.PathLike, config: TrackingConfig | dict 
     cfg = TrackingConfig.from_kwargs(config, link_cost="hand", link_model=None)
     overlaps = label_overlaps(movie, table) if cfg.use_overlap else None
     kwargs.setdefault("trained_on", str(folder))
-    return fit_link_model(table, overlaps, cfg, **kwargs)
+    return fit_link_model(table, overlaps, config=cfg, **kwargs)

@@ -91,7 +91,7 @@ def _tree_layout(table: pd.DataFrame) -> dict[int, float]:
     return position
 
 
-def plot_lineage(tracks: pd.DataFrame, path: str | os.PathLike | None = None, title: str = "",
+def plot_lineage(tracks: pd.DataFrame, path: str | os.PathLike | None = None, *, title: str = "",
                  overwrite: bool = False):
     """Draw the lineage forest (time on x, one row per track) and optionally save it as PNG.
 

@@ -10,11 +10,13 @@
    (division: the mother's track ends, both daughters start). A mother whose track
    ended may also take two daughters that appear up to ``max_gap`` frames late.
 
-Costs are squared displacements in units of the search radius, plus the squared log2
-area change and, for label movies, ``overlap_weight * (1 - IoU)``. A link is taken only
-when it is cheaper than the alternatives (birth/death), as in Jaqaman et al. (2008),
-Nat Methods 5:695. A division is judged by :func:`division_features` (distances in cell
-diameters, the daughters on either side of the mother, both smaller than the mother's
+Costs come from a :class:`~cytolens.track.costs.LinkCost` object: by default the hand-made
+one (:class:`~cytolens.track.costs.HandLinkCost`: squared displacements in units of the
+search radius, plus the squared log2 area change and, for label movies,
+``overlap_weight * (1 - IoU)``), or a learned one (:class:`cytolens.track.learned.LinkCostModel`).
+A link is taken only when it is cheaper than the alternatives (birth/death), as in Jaqaman
+et al. (2008), Nat Methods 5:695. A division is judged by :func:`division_features` (distances
+in cell diameters, the daughters on either side of the mother, both smaller than the mother's
 size before it condensed, the mother's mask covering the daughter).
 
 We write this ourselves rather than call laptrack: it is the product, and the overlap
@@ -23,7 +25,6 @@ and division costs are specific to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +33,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
+from cytolens.errors import InvalidParameterError
+from cytolens.progress import ProgressCallback, reporter
 from cytolens.track.config import TrackingConfig
+from cytolens.track.costs import HandLinkCost, LinkCost, LinkPairs, _log_area_ratio
+from cytolens.track.detections import Contacts, Movie, Overlaps
 
-Overlaps = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
-
-def solve_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, costs: np.ndarray,
+def solve_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, costs: np.ndarray, *,
                      row_alternative: np.ndarray | float, col_alternative: np.ndarray | float) -> np.ndarray:
     """Sparse linear assignment where any row or column may stay unmatched at its alternative cost.
 
@@ -54,7 +57,8 @@ def solve_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarra
     Row 0 may take column 0 or 1, row 1 only column 1; leaving a row or column
     unmatched costs 1, so both rows are matched:
 
-    >>> solve_assignment(2, 2, np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([1., .1, .1]), 1., 1.).tolist()
+    >>> rows, cols, costs = np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([1., .1, .1])
+    >>> solve_assignment(2, 2, rows, cols, costs, row_alternative=1., col_alternative=1.).tolist()
     [[0, 0], [1, 1]]
     """
     rows = np.asarray(rows, np.int64)
@@ -105,57 +109,6 @@ def _shared_pixels(movie: Movie, t: int, a: np.ndarray, b: np.ndarray) -> np.nda
     return _lookup(a * n + b, oi * n + oj, pixels)
 
 
-def _log_area_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.log2(np.asarray(b, float) / np.asarray(a, float))
-    return np.where(np.isfinite(ratio), ratio, 0.0)
-
-
-def _area_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared log2 area ratio, capped at 1: objects leaving the field or dying may shrink a lot."""
-    return np.minimum(_log_area_ratio(a, b) ** 2, 1.0)
-
-
-@dataclass
-class Movie:
-    """Detections as arrays, indexed by positional row: what every linking step reads."""
-
-    points: np.ndarray  # (N, 2) y, x
-    area: np.ndarray  # 1.0 where unknown
-    intensity: np.ndarray  # NaN where unknown
-    times: np.ndarray
-    frames: dict[int, np.ndarray]  # t -> rows
-    border: np.ndarray  # object touches the image border
-    overlaps: Overlaps | None  # None: no masks (or not used)
-    contacts: np.ndarray | None = None  # sorted codes a * N + b (a < b) of same-frame rows whose masks touch
-
-    @classmethod
-    def from_table(cls, table: pd.DataFrame, overlaps: Overlaps | None = None,
-                   contacts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> Movie:
-        area = table["area"].to_numpy(float) if "area" in table else np.full(len(table), np.nan)
-        intensity = table["mean_intensity"].to_numpy(float) if "mean_intensity" in table else np.full(len(table), np.nan)
-        times = table["t"].to_numpy(np.int64)
-        order = np.argsort(times, kind="stable")
-        return cls(points=table[["y", "x"]].to_numpy(float), area=np.where(np.isfinite(area) & (area > 0), area, 1.0),
-                   intensity=intensity, times=times,
-                   frames={int(t): order[times[order] == t] for t in np.unique(times)},
-                   border=table["touches_border"].to_numpy(bool) if "touches_border" in table
-                   else np.zeros(len(table), bool), overlaps=overlaps,
-                   contacts=None if contacts is None else _contact_codes(contacts, len(table)))
-
-    def touching(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Whether the masks of rows ``a`` and ``b`` (same frame) touch; False where unknown or b < 0."""
-        if self.contacts is None or not len(self.contacts):
-            return np.zeros(len(a), bool)
-        n = len(self.points)
-        return (b >= 0) & np.isin(np.minimum(a, b) * n + np.maximum(a, b), self.contacts)
-
-
-def _contact_codes(contacts: dict[int, tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
-    pairs = [np.minimum(a, b) * n + np.maximum(a, b) for a, b in contacts.values()]
-    return np.unique(np.concatenate(pairs)).astype(np.int64) if pairs else np.zeros(0, np.int64)
-
-
 def frame_candidates(movie: Movie, t: int, radius: float, step: int = 1):
     """Candidate links from frame ``t`` to ``t + step``: pairs closer than ``radius`` or (``step`` 1) whose masks overlap.
 
@@ -188,44 +141,40 @@ def frame_candidates(movie: Movie, t: int, radius: float, step: int = 1):
     return i, j, distance, iou
 
 
-def link_features(movie: Movie, a: np.ndarray, b: np.ndarray, distance: np.ndarray, iou: np.ndarray,
-                  gap: np.ndarray | int, diameter: float) -> dict[str, np.ndarray]:
-    """What speaks for detections ``a`` and ``b`` (rows, ``b`` later) being the same cell; lengths in cell diameters.
+def link_features(movie: Movie, pairs: LinkPairs, *, diameter: float) -> dict[str, np.ndarray]:
+    """What speaks for each pair of detections being the same cell; lengths in cell diameters.
 
-    ``gap`` counts the frames missed between them (0 = consecutive frames).
+    >>> table = pd.DataFrame({"t": [0, 1], "y": [0.0, 3.0], "x": [0.0, 4.0], "area": [10.0, 20.0]})
+    >>> pairs = LinkPairs(earlier=np.array([0]), later=np.array([1]), distance=np.array([5.0]), iou=np.zeros(1))
+    >>> {k: v.tolist() for k, v in link_features(Movie.from_table(table), pairs, diameter=10.0).items()}
+    {'distance': [0.5], 'area_change': [1.0], 'overlap': [0.0], 'intensity_change': [0.0], 'gap': [0.0]}
     """
+    a, b = pairs.earlier, pairs.later
     return {
-        "distance": np.asarray(distance, float) / diameter,
+        "distance": np.asarray(pairs.distance, float) / diameter,
         "area_change": np.abs(_log_area_ratio(movie.area[a], movie.area[b])),
-        "overlap": np.asarray(iou, float),
+        "overlap": np.asarray(pairs.iou, float),
         "intensity_change": np.abs(_log_area_ratio(movie.intensity[a], movie.intensity[b])),
-        "gap": np.broadcast_to(np.asarray(gap, float), (len(a),)).copy(),
+        "gap": np.broadcast_to(np.asarray(pairs.gap, float), (len(a),)).copy(),
     }
 
 
-def _frame_links(movie: Movie, cfg: TrackingConfig, model=None, progress: Callable | None = None) -> np.ndarray:
-    """Step 1: successor row of every detection (-1 = none)."""
+def _frame_links(movie: Movie, cfg: TrackingConfig, *, cost: LinkCost,
+                 progress: ProgressCallback | None = None) -> np.ndarray:
+    """Step 1: successor row of every detection (-1 = none); ``progress`` hears of each pair of frames linked."""
     successor = np.full(len(movie.points), -1, np.int64)
-    radius = cfg.search_radius
-    with_masks = movie.overlaps is not None
     steps = [t for t in sorted(movie.frames) if t + 1 in movie.frames]
-    for t in (progress(steps, desc="linking frames") if progress else steps):
+    report = reporter(progress, "linking", total=len(steps))
+    for done, t in enumerate(steps, start=1):
         src, dst = movie.frames[t], movie.frames[t + 1]
-        i, j, distance, iou = frame_candidates(movie, t, radius)
-        if not len(i):
-            continue
-        if model is not None:  # learned: costs from the log-odds of being the same cell
-            cost, alternative = model.frame_costs(link_features(movie, src[i], dst[j], distance, iou, 0,
-                                                                cfg.cell_diameter))
-        else:
-            cost = (distance / radius) ** 2 + cfg.use_area * cfg.area_weight * _area_change(
-                movie.area[src[i]], movie.area[dst[j]])
-            if with_masks:
-                cost = cost + cfg.overlap_weight * (1.0 - iou)
-            # alternatives: a link is worth taking when cheaper than one death plus one birth
-            alternative = 0.5 * cfg.link_cutoff * (1.0 + cfg.overlap_weight * with_masks + cfg.use_area * cfg.area_weight)
-        matched = solve_assignment(len(src), len(dst), i, j, cost, alternative, alternative)
-        successor[src[matched[:, 0]]] = dst[matched[:, 1]]
+        i, j, distance, iou = frame_candidates(movie, t, cfg.search_radius)
+        if len(i):
+            pairs = LinkPairs(earlier=src[i], later=dst[j], distance=distance, iou=iou, gap=0)
+            link_cost, alternative = cost.frame_costs(movie, pairs, cfg)
+            matched = solve_assignment(len(src), len(dst), i, j, link_cost,
+                                       row_alternative=alternative, col_alternative=alternative)
+            successor[src[matched[:, 0]]] = dst[matched[:, 1]]
+        report(done)
     return successor
 
 
@@ -253,7 +202,7 @@ def _predecessors(successor: np.ndarray) -> np.ndarray:
     return predecessor
 
 
-def _mother_size(area: np.ndarray, predecessor: np.ndarray, rows: np.ndarray, frames: int = 3,
+def _mother_size(area: np.ndarray, predecessor: np.ndarray, rows: np.ndarray, *, frames: int = 3,
                  condensation: float = 1.5) -> np.ndarray:
     """The size a mother's daughters share: the largest of its last ``frames`` areas, at most ``condensation`` x the last.
 
@@ -289,66 +238,51 @@ def _presumed_sisters(points: np.ndarray, mother: np.ndarray, daughter: np.ndarr
     return sister
 
 
-def division_features(points, area, mother_size, mother, daughter, sister, distance, overlap_fraction, gap,
-                      mother_on_border, diameter: float, sisters_touch=None) -> dict[str, np.ndarray]:
-    """What speaks for or against ``daughter`` having split off ``mother`` (lengths in cell diameters).
+@dataclass(frozen=True)
+class DivisionCandidates:
+    """Candidate divisions, one entry each: detection ``daughter`` may have split off detection ``mother`` (rows).
 
-    ``sister`` is the other daughter (the mother's continuation, or the presumed sister
-    of a vanished mother; -1 = none), ``gap`` the frames between the mother and the daughter
-    minus one, ``overlap_fraction`` the part of the daughter's mask the mother covered,
-    ``mother_on_border`` whether the image border cuts the mother (its area is not its size),
-    ``sisters_touch`` whether the two daughters' masks touch in their first frame.
+    ``sister`` is the other daughter (the mother's continuation, or the presumed sister of
+    a vanished mother; -1 = none), ``distance`` the mother-to-daughter distance (px),
+    ``overlap_fraction`` the part of the daughter's mask the mother covered, ``gap`` the
+    frames between the mother and the daughter minus one, ``mother_size`` the size the
+    daughters share (the mother's before it condensed: :func:`_mother_size`).
     """
+
+    mother: np.ndarray
+    daughter: np.ndarray
+    sister: np.ndarray
+    distance: np.ndarray
+    overlap_fraction: np.ndarray
+    gap: np.ndarray
+    mother_size: np.ndarray
+
+
+def division_features(movie: Movie, candidates: DivisionCandidates, *, diameter: float) -> dict[str, np.ndarray]:
+    """What speaks for or against each candidate daughter having split off its mother (lengths in cell diameters).
+
+    Besides the candidates' own values, ``mother_on_border`` says whether the image border
+    cuts the mother (its area is not its size) and ``sisters_touch`` whether the two
+    daughters' masks touch in their first frame (both read from ``movie``).
+    """
+    points, area = movie.points, movie.area
+    mother, daughter, sister = candidates.mother, candidates.daughter, candidates.sister
     has_sister = sister >= 0
     sister_row = np.where(has_sister, sister, 0)
     larger = np.where(has_sister, np.fmax(area[sister_row], area[daughter]), area[daughter])
     mid = np.where(has_sister[:, None], (points[sister_row] + points[daughter]) / 2, points[daughter])
     return {
-        "distance": distance / diameter,
+        "distance": candidates.distance / diameter,
         "offset": np.linalg.norm(mid - points[mother], axis=1) / diameter,
         "has_sister": has_sister.astype(float),
-        "larger_daughter": _log_area_ratio(mother_size, larger),  # < 0: both daughters smaller than the mother
+        # < 0: both daughters smaller than the mother
+        "larger_daughter": _log_area_ratio(candidates.mother_size, larger),
         "sisters": np.where(has_sister, np.abs(_log_area_ratio(area[sister_row], area[daughter])), 0.0),
-        "overlap": np.asarray(overlap_fraction, float),
-        "gap": np.asarray(gap, float),
-        "mother_on_border": np.asarray(mother_on_border, float),
-        "sisters_touch": np.zeros(len(mother)) if sisters_touch is None else np.asarray(sisters_touch, float),
+        "overlap": np.asarray(candidates.overlap_fraction, float),
+        "gap": np.asarray(candidates.gap, float),
+        "mother_on_border": np.asarray(movie.border[mother], float),
+        "sisters_touch": np.asarray(movie.touching(daughter, sister), float),
     }
-
-
-def _split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.ndarray:
-    """Hand-made cost that a daughter split off a mother (compared with ``birth_cost``).
-
-    Squared mother-to-daughter distance in units of the division radius; the daughters
-    should sit on either side of the mother (squared offset of their midpoint, or 0.5 with
-    no sister); the larger daughter should be smaller than the mother (by 2^-0.5); the
-    mother's mask should cover the daughter; and ``gap_penalty`` per frame the daughter
-    appears late. Sizes can also speak *for* a division: two daughters that are each at
-    most half the mother and alike (a symmetric division) earn up to
-    ``division_symmetry_weight`` off, which can make up for daughters off the mother's
-    axis (markers placed off-centre, fast motion during mitosis). Sisters more than a
-    factor 4 apart in area cost ``division_unlike_weight`` per further factor 2 (a speck
-    of debris next to a nucleus is no sister). Size terms are dropped for mothers cut by
-    the image border, whose area is not their size.
-
-    Daughters whose masks touch in their first frame cost ``division_touch_penalty``
-    more: daughter nuclei are told apart once they have separated, while a nucleus that
-    the segmentation cuts in two gives touching pieces.
-    """
-    reach = cfg.division_radius / cfg.cell_diameter  # features are in cell diameters
-    cost = (features["distance"] / reach) ** 2
-    has_sister = features["has_sister"] > 0
-    cost = cost + np.where(has_sister, (features["offset"] / reach) ** 2, 0.5)
-    larger = features["larger_daughter"]
-    shrink = cfg.division_shrink_weight * np.maximum(larger + 0.5, 0.0) ** 2
-    halving = np.clip((-0.5 - larger) / 0.5, 0.0, 1.0)  # 0 above 2^-0.5 of the mother, 1 at half or below
-    alike = np.where(has_sister, np.maximum(1.0 - features["sisters"], 0.0), 0.0)  # 1 equal, 0 a factor 2 apart
-    unlike = np.where(has_sister, np.maximum(features["sisters"] - 2.0, 0.0), 0.0)  # log2 units beyond a factor 4
-    size = shrink - cfg.division_symmetry_weight * halving * alike + cfg.division_unlike_weight * unlike
-    cost = cost + cfg.use_area * np.where(features["mother_on_border"] > 0, 0.0, size)
-    cost = cost + 0.5 * cfg.overlap_weight * (1.0 - features["overlap"])
-    cost = cost + cfg.division_touch_penalty * features["sisters_touch"]
-    return cost + cfg.gap_penalty * features["gap"]
 
 
 @dataclass
@@ -427,9 +361,10 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
                 fraction = _shared_pixels(movie, ts - 1, mother, daughter) / area[daughter]
             else:
                 fraction = np.zeros(len(mother))
-            features = division_features(points, area, _mother_size(area, predecessor, mother), mother, daughter,
-                                         sister, distance, fraction, np.full(len(mother), late), movie.border[mother],
-                                         cfg.cell_diameter, movie.touching(daughter, sister))
+            candidates = DivisionCandidates(mother=mother, daughter=daughter, sister=sister, distance=distance,
+                                            overlap_fraction=fraction, gap=np.full(len(mother), late),
+                                            mother_size=_mother_size(area, predecessor, mother))
+            features = division_features(movie, candidates, diameter=cfg.cell_diameter)
             for kind, which in ((1, np.ones(len(mother), bool)), (2, vanished)):
                 if which.any():
                     add(mother[which], daughter[which], kind, late, distance[which], 0.0)
@@ -443,41 +378,35 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
                              division={k: np.concatenate(v) for k, v in division.items()})
 
 
-def _segment_costs(movie: Movie, cand: SegmentCandidates, cfg: TrackingConfig, model=None) -> tuple[np.ndarray, float]:
+def _segment_costs(movie: Movie, cand: SegmentCandidates, cfg: TrackingConfig, *,
+                   cost: LinkCost) -> tuple[np.ndarray, float]:
     """Cost of every candidate and the cost of a birth (a candidate is refused when it costs more)."""
-    cost = np.zeros(len(cand.source))
+    costs = np.zeros(len(cand.source))
     closing, split = cand.kind == 0, cand.kind > 0
-    a, b = cand.source[closing], cand.start[closing]
-    if model is not None:
-        features = link_features(movie, a, b, cand.distance[closing], cand.iou[closing], cand.gap[closing],
-                                 cfg.cell_diameter)
-        cost[closing], birth = model.gap_costs(features)
-        if split.any():
-            cost[split] = model.split_costs(cand.division, _split_cost(cand.division, cfg), cfg)
-        return cost, birth
-    radius = cfg.search_radius * np.sqrt(cand.gap[closing] + 1)
-    cost[closing] = ((cand.distance[closing] / radius) ** 2
-                     + cfg.use_area * cfg.gap_area_weight * _area_change(movie.area[a], movie.area[b])
-                     + cfg.gap_penalty * cand.gap[closing])
+    pairs = LinkPairs(earlier=cand.source[closing], later=cand.start[closing], distance=cand.distance[closing],
+                      iou=cand.iou[closing], gap=cand.gap[closing])
+    costs[closing], birth = cost.gap_costs(movie, pairs, cfg)
     if split.any():
-        cost[split] = _split_cost(cand.division, cfg)
-    return cost, cfg.birth_cost
+        costs[split] = cost.split_costs(cand.division, cfg)
+    return costs, birth
 
 
-def _segment_links(movie: Movie, successor: np.ndarray, members: list[np.ndarray], cfg: TrackingConfig, model=None):
+def _segment_links(movie: Movie, successor: np.ndarray, members: list[np.ndarray], cfg: TrackingConfig, *,
+                   cost: LinkCost):
     """Step 2: gap closing and splitting. Returns ``(gap_links, split_links)``, lists of ``(row_from, row_to, cost)``."""
     cand = segment_candidates(movie, successor, members, cfg)
     if not len(cand.source):
         return [], []
-    cost, birth = _segment_costs(movie, cand, cfg, model)
+    costs, birth = _segment_costs(movie, cand, cfg, cost=cost)
     start_col = np.full(len(movie.points), -1, np.int64)
     start_col[cand.starts] = np.arange(len(cand.starts))
     cols = start_col[cand.start]
     # one LAP row per (detection, kind): a detection may both continue and be a mother
     unique_keys, row_index = np.unique(cand.source * 3 + cand.kind, return_inverse=True)
-    keep = cost < birth
-    matched = solve_assignment(len(unique_keys), len(cand.starts), row_index[keep], cols[keep], cost[keep], 0.0, birth)
-    pair_cost = dict(zip(zip(row_index[keep].tolist(), cols[keep].tolist()), cost[keep].tolist()))
+    keep = costs < birth
+    matched = solve_assignment(len(unique_keys), len(cand.starts), row_index[keep], cols[keep], costs[keep],
+                               row_alternative=0.0, col_alternative=birth)
+    pair_cost = dict(zip(zip(row_index[keep].tolist(), cols[keep].tolist()), costs[keep].tolist()))
     gap_links, split_links = [], []
     for r, c in matched.tolist():
         source, kind = divmod(int(unique_keys[r]), 3)
@@ -507,9 +436,9 @@ def _resolve_divisions(successor, gap_links, split_links):
     return gaps, splits
 
 
-def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlaps: Overlaps | None = None,
-         progress: Callable | None = None, model=None,
-         contacts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
+def link(detections: pd.DataFrame, config: TrackingConfig | None = None, *, overlaps: Overlaps | None = None,
+         contacts: Contacts | None = None, cost: LinkCost | None = None,
+         progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Link detections into tracks with divisions.
 
     Parameters
@@ -521,14 +450,17 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlap
     overlaps : dict, optional
         Mask overlaps between consecutive frames (:func:`cytolens.track.label_overlaps`), keyed by
         the positional row numbers of ``detections``.
-    progress : callable, optional
-        ``tqdm``-like wrapper for the frame loop.
-    model : LinkCostModel, optional
-        A learned cost (:mod:`cytolens.track.learned`) to use instead of the hand-made one;
-        by default the one ``config.link_model`` names when ``config.link_cost == "learned"``.
     contacts : dict, optional
         Objects of the same frame whose masks touch (:func:`cytolens.track.label_contacts`),
         by row number: daughters that touch make a division less likely.
+    cost : LinkCost, optional
+        What prices links, gap closings and splits (:mod:`cytolens.track.costs`): by default
+        the hand-made :class:`~cytolens.track.costs.HandLinkCost`; a learned one is a
+        :class:`~cytolens.track.learned.LinkCostModel` (``load_link_model(path)``). With
+        ``config.link_cost == "learned"`` give it here (:func:`cytolens.track.track` loads
+        ``config.link_model`` itself).
+    progress : callable, optional
+        Receives a :class:`~cytolens.progress.ProgressEvent` (stage ``"linking"``) per pair of frames linked.
 
     Returns
     -------
@@ -545,18 +477,20 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, overlap
     [1, 1, 1, 2, 2, 2]
     """
     cfg = (config or TrackingConfig()).resolved(detections)
-    if model is None and cfg.link_cost == "learned":
-        from cytolens.track.learned import load_link_model
-
-        model = load_link_model(cfg.link_model)
+    if cost is None:
+        if cfg.link_cost == "learned":
+            raise InvalidParameterError(
+                "link() takes a learned cost as an object: link(..., cost=cytolens.track.load_link_model("
+                f"{cfg.link_model!r})); cytolens.track(...) loads config.link_model itself")
+        cost = HandLinkCost()
     table = detections.reset_index(drop=True)
-    movie = Movie.from_table(table, overlaps if cfg.use_overlap else None, contacts if cfg.use_overlap else None)
-    if model is not None:
-        model.check(movie)
+    movie = Movie.from_table(table, overlaps=overlaps if cfg.use_overlap else None,
+                             contacts=contacts if cfg.use_overlap else None)
+    cost.check(movie)
     points, times = movie.points, movie.times
-    successor = _frame_links(movie, cfg, model, progress)
+    successor = _frame_links(movie, cfg, cost=cost, progress=progress)
     segment_of, members = _segments(successor)
-    gap_links, split_links = _resolve_divisions(successor, *_segment_links(movie, successor, members, cfg, model))
+    gap_links, split_links = _resolve_divisions(successor, *_segment_links(movie, successor, members, cfg, cost=cost))
     # Build the final tracks: cut each mother's chain after the mother, join consecutive gap links.
     mothers = {m for m, _ in split_links}
     parent_row: dict[int, int] = {}  # first row of a track -> last row of its parent track

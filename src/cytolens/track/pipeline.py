@@ -11,27 +11,40 @@ import pandas as pd
 
 from cytolens.errors import InvalidImageError, InvalidParameterError
 from cytolens.preprocess import select_channel
+from cytolens.progress import ProgressCallback, reporter, tqdm_listener
 from cytolens.track.config import TrackingConfig
 from cytolens.track.consistency import merge_flickering_splits
+from cytolens.track.costs import HandLinkCost, LinkCost
 from cytolens.track.detections import as_label_movie, detect, detections_from_table, label_contacts, label_overlaps
+from cytolens.track.learned import load_link_model
 from cytolens.track.lineage import TrackingResult
 from cytolens.track.linking import link
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCallback | None:
+    """A callback as given; ``True`` (as callers passed before callbacks) draws tqdm bars, ``False`` nothing."""
+    if isinstance(progress, bool):
+        return tqdm_listener() if progress else None
+    return progress
 
-    return lambda items, desc="": tqdm(items, desc=desc, leave=False)
+
+def link_cost_for(config: TrackingConfig) -> LinkCost:
+    """The link cost ``config`` names: the hand-made one, or the learned model read from ``config.link_model``.
+
+    >>> type(link_cost_for(TrackingConfig())).__name__
+    'HandLinkCost'
+    """
+    if config.link_cost == "learned":
+        return load_link_model(config.link_model)
+    return HandLinkCost()
 
 
 #: input gamma for fluorescence movies (see :func:`segment_movie`)
 FLUORESCENCE_MOVIE_GAMMA = 0.67
 
 
-def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diameter: float | None = None,
-                  progress: bool = False, merge_flicker: int = 2, gamma: float | None = None,
+def segment_movie(movie: np.ndarray, *, model: str | os.PathLike = "nuclei", diameter: float | None = None,
+                  progress: ProgressCallback | bool | None = None, merge_flicker: int = 2, gamma: float | None = None,
                   filter_objects: bool = False, precision: str = "float32", **postprocess) -> np.ndarray:
     """Segment each frame of a ``(T, Y, X[, C])`` movie with :func:`cytolens.segment`; returns ``(T, Y, X)`` labels.
 
@@ -58,6 +71,9 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
 
     A blank frame (all pixels equal: a dropped or dark acquisition) gets no objects, with a
     warning; gap closing then carries the tracks over it.
+
+    ``progress`` receives a :class:`~cytolens.progress.ProgressEvent` (stage ``"segmenting frames"``)
+    per frame; ``True`` draws a tqdm bar.
     """
     import cytolens
     from cytolens.models import load
@@ -89,20 +105,21 @@ def segment_movie(movie: np.ndarray, model: str | os.PathLike = "nuclei", diamet
         if not estimates:
             raise InvalidImageError("the model finds no objects in the first, middle and last frames")
         diameter = float(np.median(estimates))
-    wrap = _progress(progress)
-    frames = wrap(range(len(movie)), desc="segmenting") if wrap else range(len(movie))
-    labels = np.stack([np.zeros(movie.shape[1:3], np.uint32) if t in blank else
-                       cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
-                                        filter_objects=filter_objects, precision=precision, **postprocess)
-                       for t in frames])
-    return merge_flickering_splits(labels, max_frames=merge_flicker)
+    report = reporter(_progress_callback(progress), "segmenting frames", total=len(movie))
+    frames = []
+    for t in range(len(movie)):
+        frames.append(np.zeros(movie.shape[1:3], np.uint32) if t in blank else
+                      cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
+                                       filter_objects=filter_objects, precision=precision, **postprocess))
+        report(t + 1)
+    return merge_flickering_splits(np.stack(frames), max_frames=merge_flicker)
 
 
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,
           detections: pd.DataFrame | None = None, config: TrackingConfig | dict | None = None,
           model: str | os.PathLike = "nuclei", diameter: float | None = None, gamma: float | None = None,
-          precision: str = "float32", channel: int | None = None, progress: bool = False,
-          **settings) -> TrackingResult:
+          precision: str = "float32", channel: int | None = None,
+          progress: ProgressCallback | bool | None = None, **settings) -> TrackingResult:
     """Follow every cell through a movie, divisions included.
 
     Give one of: ``movie`` alone (each frame is segmented with ``model``, then linked),
@@ -119,14 +136,18 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         One row per object per frame.
     config : TrackingConfig or dict, optional
         Linking settings; keyword ``settings`` override single fields (e.g. ``max_gap=0``).
+        ``link_cost="learned"`` with ``link_model=path`` links with a learned cost
+        (:func:`link_cost_for`).
     model, diameter, gamma, precision
         Segmentation model, object diameter, input gamma and network precision
         (:func:`segment_movie`), used only when segmenting ``movie``.
     channel : int, optional
         Use only this channel of a ``(T, Y, X, C)`` movie (e.g. the nuclear marker), for
         segmenting and for the intensities in the tracks table.
-    progress : bool
-        Show progress bars.
+    progress : callable, optional
+        Receives a :class:`~cytolens.progress.ProgressEvent` per frame segmented (stage
+        ``"segmenting frames"``) and per pair of frames linked (``"linking"``); e.g.
+        :func:`cytolens.progress.tqdm_listener`. ``True`` draws tqdm bars, ``False`` or None nothing.
 
     Returns
     -------
@@ -143,6 +164,7 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
     [[1, 0, 2, 0], [2, 0, 2, 0]]
     """
     cfg = TrackingConfig.from_kwargs(config, **settings)
+    progress = _progress_callback(progress)
     if channel is not None:
         if movie is None:
             raise InvalidParameterError("channel= picks a channel of the movie; give the movie too")
@@ -156,9 +178,10 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
         raise InvalidParameterError("give either labels or detections, not both")
     if given == 0 and movie is None:
         raise InvalidParameterError("give a movie to segment, a label movie (labels=) or a detection table")
+    cost = link_cost_for(cfg)
     if detections is not None:
         table = detections_from_table(detections)
-        linked = link(table, cfg, progress=_progress(progress))
+        linked = link(table, cfg, cost=cost, progress=progress)
         return TrackingResult(linked, None, linked.attrs.get("config", {}))
     if labels is None:
         labels = segment_movie(movie, model=model, diameter=diameter, gamma=gamma, precision=precision,
@@ -169,5 +192,5 @@ def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.n
     table = detect(movie_labels, movie)
     overlaps = label_overlaps(movie_labels, table) if cfg.use_overlap else None
     contacts = label_contacts(movie_labels, table) if cfg.use_overlap else None
-    linked = link(table, cfg, overlaps=overlaps, contacts=contacts, progress=_progress(progress))
+    linked = link(table, cfg, overlaps=overlaps, contacts=contacts, cost=cost, progress=progress)
     return TrackingResult(linked, movie_labels, linked.attrs.get("config", {}))

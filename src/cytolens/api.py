@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -17,16 +20,69 @@ from cytolens import models
 from cytolens.measure import measure  # re-exported: cytolens.measure(labels, image)
 from cytolens.models.package import ModelPackage
 
-__all__ = ["measure", "segment"]
+__all__ = ["clear_model_cache", "measure", "segment"]
+
+#: how many loaded models :func:`segment` keeps (least recently used dropped first)
+MODEL_CACHE_SIZE = 4
+
+_model_cache: OrderedDict[tuple, ModelPackage] = OrderedDict()
+_model_cache_lock = threading.Lock()
+
+
+def _package_fingerprint(folder: Path) -> tuple:
+    """What identifies a package folder's content: each file the loader reads, with its mtime and size.
+
+    A package retrained (or refitted, e.g. ``object_filter.json``) at the same path
+    gets a new fingerprint, so the cache loads it again.
+    """
+    files = sorted({folder / "model.json", folder / "weights.safetensors", *folder.glob("*.json")})
+    stats = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:  # missing: models.load says what is wrong
+            stats.append((path.name, None, None))
+        else:
+            stats.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return (str(folder.resolve()), tuple(stats))
 
 
 def _load(model: str | os.PathLike | ModelPackage) -> ModelPackage:
-    return model if isinstance(model, ModelPackage) else models.load(model)
+    """The loaded package of a name or path, from a small thread-safe LRU cache (a package passes through).
+
+    >>> _load("nuclei") is _load("nuclei")
+    True
+    """
+    if isinstance(model, ModelPackage):
+        return model
+    folder = models.resolve(model)
+    key = _package_fingerprint(folder)
+    with _model_cache_lock:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+            return _model_cache[key]
+        # loaded under the lock: threads asking for the same model wait for one load instead of each doing it
+        package = models.load(folder)
+        _ = package.inference_network  # fold the batch-norms now, once, rather than in racing threads later
+        _model_cache[key] = package
+        while len(_model_cache) > MODEL_CACHE_SIZE:
+            _model_cache.popitem(last=False)
+        return package
+
+
+def clear_model_cache() -> None:
+    """Forget every model :func:`segment` loaded (the next call loads from disk).
+
+    >>> clear_model_cache()
+    """
+    with _model_cache_lock:
+        _model_cache.clear()
 
 
 def segment(
     image: np.ndarray,
     model: str | os.PathLike | ModelPackage = "nuclei",
+    *,
     diameter: float | None = None,
     tile_size: int = 512,
     overlap: int = 64,
@@ -82,5 +138,6 @@ def segment(
 
     if channel is not None:
         image = select_channel(image, channel)
-    return segment_image(_load(model), image, diameter, tile_size, overlap, augment, gamma, filter_objects,
-                         precision, **postprocess)
+    return segment_image(_load(model), image, diameter=diameter, tile_size=tile_size, overlap=overlap,
+                         augment=augment, gamma=gamma, filter_objects=filter_objects, precision=precision,
+                         **postprocess)

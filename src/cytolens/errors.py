@@ -34,3 +34,16 @@ class InvalidModelError(CytolensError):
 
 class OutputExistsError(CytolensError):
     """An output file exists and overwriting was not asked for."""
+
+
+class TrainingDivergedError(CytolensError, FloatingPointError):
+    """The training loss became infinite or NaN (usually a learning rate too high for the data).
+
+    Also a :class:`FloatingPointError`, so code that catches that (a hyperparameter
+    search pruning a diverging trial) keeps working.
+
+    >>> raise TrainingDivergedError("training loss became nan at epoch 3, step 7; lower the learning rate")
+    Traceback (most recent call last):
+    ...
+    cytolens.errors.TrainingDivergedError: training loss became nan at epoch 3, step 7; lower the learning rate
+    """

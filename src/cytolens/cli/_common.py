@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: user errors become one line on stderr and a non-zero exit."""
+"""Shared CLI plumbing: user errors become one line on stderr and a non-zero exit; progress bars."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TypeVar
 import typer
 
 from cytolens.errors import CytolensError
+from cytolens.progress import ProgressCallback, tqdm_listener
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,3 +30,15 @@ def user_errors(command: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def progress_listener(quiet: bool = False) -> ProgressCallback | None:
+    """The CLI's progress callback: a tqdm bar on a terminal; None (nothing) with ``--quiet`` or when
+    stderr is a pipe or a log file.
+
+    >>> progress_listener(quiet=True) is None
+    True
+    """
+    if quiet or not sys.stderr.isatty():
+        return None
+    return tqdm_listener()

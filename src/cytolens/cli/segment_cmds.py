@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cytolens.cli._common import user_errors
+from cytolens.cli._common import progress_listener, user_errors
 from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError, OutputExistsError
 
 models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
@@ -41,13 +41,14 @@ def parse_params(items: list[str]) -> dict[str, float]:
     """``["marker_threshold=0.5", ...]`` → ``{"marker_threshold": 0.5}``; a clear error for anything else."""
     params = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
-            if not sep or not key.strip():
-                raise ValueError
-            params[key.strip()] = float(value)
+            number = float(value) if key.strip() else None
         except ValueError:
-            raise InvalidParameterError(f"--param {item!r}: expected NAME=NUMBER, e.g. marker_threshold=0.5") from None
+            number = None
+        if number is None:
+            raise InvalidParameterError(f"--param {item!r}: expected NAME=NUMBER, e.g. marker_threshold=0.5")
+        params[key.strip()] = number
     return params
 
 
@@ -90,14 +91,13 @@ def segment(
     An image that cannot be read or segmented is reported on its own line and the
     others are still segmented; the exit status is then 1.
     """
-    from tqdm.auto import tqdm
-
     from cytolens import models
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
     from cytolens.io.rois import write_geojson, write_imagej_rois
     from cytolens.overlay import write_overlay
+    from cytolens.progress import reporter
     from cytolens.tasks.segmentation.inference import check_settings
 
     images = _image_files(images)
@@ -107,7 +107,7 @@ def segment(
     extra = parse_params(param or [])
     if min_size is not None:
         extra["min_size"] = min_size
-    check_settings(package, diameter, tile_size, gamma=gamma, precision=precision, **extra)
+    check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
@@ -118,8 +118,8 @@ def segment(
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
     total, failed = 0, 0
-    # disable=None hides the bar when stderr is not a terminal (pipes, logs)
-    for image_path in tqdm(images, desc="segmenting", unit="image", disable=True if quiet else None):
+    report = reporter(progress_listener(quiet), "segmenting", total=len(images))
+    for images_done, image_path in enumerate(images, start=1):
         try:
             image = read_image(image_path)
             labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
@@ -129,6 +129,7 @@ def segment(
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
+            report(images_done, f"{image_path.name} failed")
             continue
         targets = _outputs_for(image_path, output, extras)
         write_labels(targets["labels"], labels, overwrite=overwrite)
@@ -140,6 +141,7 @@ def segment(
         if geojson:
             write_geojson(targets["geojson"], labels, overwrite=overwrite)
         total += int(labels.max())
+        report(images_done, image_path.name)
     done = len(images) - failed
     if failed and len(images) > 1:
         typer.echo(f"error: {failed} of {len(images)} images failed; the other {done} are segmented", err=True)

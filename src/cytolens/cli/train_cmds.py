@@ -14,7 +14,8 @@ def _fractions(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InvalidParameterError(f"--fractions must be comma-separated numbers like 0.1,0.25,0.5,1, got {text!r}")
+        raise InvalidParameterError(
+            f"--fractions must be comma-separated numbers like 0.1,0.25,0.5,1, got {text!r}") from None
 
 
 @user_errors

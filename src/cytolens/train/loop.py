@@ -34,9 +34,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidParameterError, TrainingDivergedError
 from cytolens.io import make_folder
 from cytolens.nn.precision import autocast_for
+from cytolens.nn.registry import channels_last as channels_last_weights
+from cytolens.nn.registry import channels_last_input
+from cytolens.progress import ProgressCallback, ProgressEvent
 
 
 @dataclass
@@ -141,6 +144,24 @@ def _write_history(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _progress_callback(progress: bool | ProgressCallback | None) -> tuple[ProgressCallback | None, bool]:
+    """``fit``'s ``progress`` as (callback or None, whether to draw a bar and print epoch lines).
+
+    >>> _progress_callback(True), _progress_callback(None)
+    ((None, True), (None, False))
+    """
+    if callable(progress):
+        return progress, False
+    return None, bool(progress)
+
+
+def _epoch_bar(epoch_batches: Iterable, stage: str):
+    """A tqdm bar over one epoch's batches, cleared when it closes."""
+    from tqdm.auto import tqdm
+
+    return tqdm(epoch_batches, desc=stage, leave=False)
+
+
 def fit(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -149,7 +170,7 @@ def fit(
     config: LoopConfig,
     out_dir: str | Path,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | ProgressCallback | None = True,
     on_epoch_start: Callable[[torch.nn.Module, int], None] | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -160,14 +181,29 @@ def fit(
     runs after ``model.train()`` and lets a caller freeze/unfreeze layers (transfer
     learning); ``on_epoch_end(row)`` sees each history row once it is saved (a
     hyperparameter search reports it and may raise to prune the run).
+
+    ``progress``: True draws a bar per epoch and prints each epoch's row; False or
+    None is silent; a callable receives a :class:`~cytolens.progress.ProgressEvent`
+    per step (stage ``"epoch 3/50"``, ``done`` = steps so far) and one per finished
+    epoch (stage ``"epochs"``, the row in ``message``)::
+
+        events = []
+        fit(model, loss_fn, batches, validate, config, "work/", progress=events.append)
+        events[-1].message   # 'epoch 50: lr=2e-05, train_loss=0.1, val_loss=0.12, ...'
+
+    A loss that becomes infinite or NaN raises
+    :class:`~cytolens.errors.TrainingDivergedError` (lower the learning rate).
     """
+    callback, verbose = _progress_callback(progress)
     out_dir = Path(out_dir)
     make_folder(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     # oneDNN's CPU convolutions run ~1.5x faster on channels-last (NHWC) tensors, forward and backward
     channels_last = device.type == "cpu"
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model.to(device)
+    if channels_last:
+        channels_last_weights(model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training crops have one size: let cuDNN pick its fastest kernels
     autocast = autocast_for(config.precision, device)
@@ -191,24 +227,34 @@ def fit(
         if on_epoch_start is not None:
             on_epoch_start(model, epoch)
         tick, losses = time.monotonic(), []
-        iterator = batches(epoch)
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-        for inputs, targets in iterator:
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if channels_last and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                outputs = model(inputs)
-            loss = loss_fn(outputs.float(), targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        stage = f"epoch {epoch + 1}/{config.epochs}"
+        epoch_batches = batches(epoch)
+        total_steps = len(epoch_batches) if hasattr(epoch_batches, "__len__") else None
+        bar = _epoch_bar(epoch_batches, stage) if verbose else None
+        step = 0
+        try:
+            for step, (inputs, targets) in enumerate(epoch_batches if bar is None else bar, start=1):
+                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                if channels_last:
+                    inputs = channels_last_input(inputs)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast():
+                    outputs = model(inputs)
+                loss = loss_fn(outputs.float(), targets)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"training loss became {loss.item()} at epoch {epoch + 1}, step {step} "
+                        f"(learning rate {lr:.3g}); lower the learning rate (optimization.learning_rate)")
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                if callback is not None:
+                    callback(ProgressEvent(stage, step, total_steps, f"loss={losses[-1]:.4g}"))
+        finally:
+            if bar is not None:  # cleared before any error is printed, not left half-drawn
+                bar.close()
+        if callback is not None and total_steps is None and step:  # the stage's end, now that its length is known
+            callback(ProgressEvent(stage, step, step, f"loss={losses[-1]:.4g}"))
         model.eval()
         with torch.no_grad(), autocast():
             scores = validate(model)
@@ -234,23 +280,28 @@ def fit(
         os.replace(out_dir / "last.tmp", checkpoint)
         _write_history(history, out_dir / "history.csv")
         plot_history(history, out_dir / "curves.png")
-        if progress:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+        if callback is not None:
+            callback(ProgressEvent("epochs", epoch + 1, config.epochs, f"epoch {epoch + 1}: {shown}"))
+        if verbose:
             print(f"epoch {epoch + 1}: {shown}", flush=True)
             if row["overfitting"] and not any(r["overfitting"] for r in history[:-1]):
                 print(f"overfitting: validation loss {row['val_loss']:.4g} is above its best "
                       f"{best_loss:.4g} (epoch {best_epoch + 1}) while training loss keeps falling", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(dict(row))
+        stop_reason = None
         if config.patience and epoch - best_epoch >= config.patience:
-            if progress:
-                print(f"early stopping: no val_loss improvement for {config.patience} epochs", flush=True)
+            stop_reason = f"early stopping: no val_loss improvement for {config.patience} epochs"
+        elif config.max_minutes is not None and (time.monotonic() - start) / 60 > config.max_minutes:
+            stop_reason = f"stopping: time budget of {config.max_minutes} minutes reached"
+        if stop_reason:
+            if callback is not None:  # done == total: the "epochs" stage ends here
+                callback(ProgressEvent("epochs", epoch + 1, epoch + 1, stop_reason))
+            if verbose:
+                print(stop_reason, flush=True)
             break
-        if config.max_minutes is not None and (time.monotonic() - start) / 60 > config.max_minutes:
-            if progress:
-                print(f"stopping: time budget of {config.max_minutes} minutes reached", flush=True)
-            break
-    if progress and history:
+    if verbose and history:
         message = overfitting_report(history, config.overfit_tolerance)
         if message:
             print(message, flush=True)

@@ -2,7 +2,7 @@
 
 Each colour image of a split is segmented as a user would (``cytolens.segment(image, model)``,
 diameter estimated, object filter on), as it is and after the HED stain jitter that training
-uses as augmentation (:func:`cytolens.tasks.segmentation.training.stain_jitter`: the
+uses as augmentation (:func:`cytolens.train.sampler.stain_jitter`: the
 haematoxylin, eosin and DAB concentrations each scaled by U(1 − s, 1 + s) and shifted by
 U(−s, s) / 10) at each strength s, ``--draws`` seeded draws per image and strength. A model
 that has learned nuclei rather than the stains of its training images keeps its AP as s grows.
@@ -31,7 +31,7 @@ from segmentation_dsb import DATA, MODALITY_NAMES, RESULTS, ROOT, SPLIT, score_i
 import cytolens  # noqa: E402
 from cytolens.io import read_image  # noqa: E402
 from cytolens.models import load  # noqa: E402
-from cytolens.tasks.segmentation.training import stain_jitter  # noqa: E402
+from cytolens.train.sampler import stain_jitter  # noqa: E402
 
 
 def jittered_rgb(image: np.ndarray, strength: float, draw: int) -> np.ndarray:

@@ -27,7 +27,8 @@ from _machine import machine  # noqa: E402
 from segmentation_dsb import DATA, RESULTS, SPLIT  # noqa: E402
 
 from cytolens.io import read_image  # noqa: E402
-from cytolens.tasks.segmentation.training import CropSampler, prepare_sample  # noqa: E402
+from cytolens.tasks.segmentation.training import prepare_sample, target_kind  # noqa: E402
+from cytolens.train.sampler import Augmentation, CropSampler  # noqa: E402
 
 SCHEMA = "contact_watershed"
 
@@ -43,8 +44,9 @@ def main() -> None:
     ids = json.loads(SPLIT.read_text())["train"][:60]
     samples = [prepare_sample(read_image(DATA / "images" / f"{i}.tif"),
                               read_image(DATA / "labels_lopuhin_fixed" / f"{i}.tif"), SCHEMA, 20.0) for i in ids]
-    sampler = CropSampler(samples, SCHEMA, crop_size=256, batch_size=16, steps_per_epoch=args.batches,
-                          scale_range=(0.7, 1.4), intensity=0.25, gamma=0.4, blur=0.5, stain=0.05, seed=0)
+    augmentation = Augmentation(scale_range=(0.7, 1.4), intensity=0.25, gamma=0.4, blur=0.5, stain=0.05)
+    sampler = CropSampler(samples, crop_size=256, batch_size=16, steps_per_epoch=args.batches,
+                          augmentation=augmentation, targets=target_kind(SCHEMA), seed=0)
     sampler.batch_at(0, 0)  # warm-up
     start = time.perf_counter()
     for step in range(args.batches):

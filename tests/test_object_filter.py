@@ -8,7 +8,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 import cytolens
 from cytolens.data.synthetic import synthetic_nuclei
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidModelError, InvalidParameterError
 from cytolens.models import load
 from cytolens.tasks.segmentation import object_filter as of
 from cytolens.tasks.segmentation.inference import segment_outputs, tile_preparer
@@ -104,10 +104,10 @@ def test_filter_round_trip_and_foreign_features(tmp_path):
     for broken in ({**data, "model": {"init": 0.0}},
                    {**data, "threshold": "high"},
                    {**data, "model": {**data["model"], "trees": [{"feature": [0], "threshold": []}]}}):
-        with pytest.raises(InvalidParameterError, match="malformed object filter"):
+        with pytest.raises(InvalidModelError, match="malformed object filter"):
             of.ObjectFilter.from_dict(broken)
     data["features"] = data["features"][:-1]
-    with pytest.raises(InvalidParameterError, match="other features"):
+    with pytest.raises(InvalidModelError, match="other features"):
         of.ObjectFilter.from_dict(data)
 
 

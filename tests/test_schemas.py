@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParameterError
 from cytolens.metrics import match
 from cytolens.tasks.segmentation import deep_watershed, pixel_classes
 from cytolens.tasks.segmentation._common import normalized_inner_distance, remove_small_objects
@@ -95,12 +95,12 @@ def test_remove_small_objects_renumbers():
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 4, 5), int), np.zeros((4, 4), float), -np.ones((4, 4), int)])
 def test_targets_reject_bad_labels(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidImageError):
         deep_watershed.targets(bad)
 
 
 def test_postprocess_rejects_wrong_channel_count():
-    with pytest.raises(ValueError, match=r"\(2, Y, X\)"):
+    with pytest.raises(InvalidModelError, match=r"\(2, Y, X\)"):
         deep_watershed.postprocess(np.zeros((3, 8, 8)))
 
 
@@ -238,5 +238,5 @@ def test_contact_watershed_rejects_bad_parameters_and_shapes():
     outputs = np.zeros((3, 8, 8), np.float32)
     with pytest.raises(InvalidParameterError, match="contact_weight"):
         contact_watershed.postprocess(outputs, contact_weight=1.5)
-    with pytest.raises(ValueError, match=r"\(3, Y, X\)"):
+    with pytest.raises(InvalidModelError, match=r"\(3, Y, X\)"):
         contact_watershed.postprocess(outputs[:2])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
 from cytolens.errors import InvalidParameterError
 from cytolens.train.checks import check_receptive_field, object_diameters
@@ -237,22 +237,32 @@ def test_freeze_encoder_hook_freezes_encoder_and_its_batch_norm():
     assert freeze_encoder_hook(0) is None
 
 
+def crop_sampler(samples, crop_size, batch_size, steps, *, seed=0, workers=0, **augmentation):
+    """A deep-watershed crop sampler with the given augmentation settings."""
+    from cytolens.tasks.segmentation.training import target_kind
+    from cytolens.train.sampler import Augmentation, CropSampler
+
+    return CropSampler(samples, crop_size=crop_size, batch_size=batch_size, steps_per_epoch=steps,
+                       augmentation=Augmentation(**augmentation), targets=target_kind("deep_watershed"),
+                       seed=seed, workers=workers)
+
+
 def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
-    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+    from cytolens.tasks.segmentation.training import prepare_sample
 
     rng = np.random.default_rng(0)
     labels = np.zeros((64, 64), np.int32)
     labels[10:20, 10:20], labels[30:44, 30:40] = 1, 2
     image = (labels > 0) * 200 + rng.integers(0, 30, labels.shape)
     sample = prepare_sample(image, labels, "deep_watershed", 12.0)
-    sampler = CropSampler([sample], "deep_watershed", 32, 2, 2, gamma=0.3, blur=1.0, stain=0.1, seed=1)
+    sampler = crop_sampler([sample], 32, 2, 2, gamma=0.3, blur=1.0, stain=0.1, seed=1)
     batches = list(sampler(0))
     assert len(batches) == 2
     for inputs, targets in batches:
         assert inputs.shape == (2, 3, 32, 32) and targets.shape == (2, 2, 32, 32)
         assert torch.isfinite(inputs).all()
-    plain = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1)(0)]
-    same = [b[0] for b in CropSampler([sample], "deep_watershed", 32, 2, 2, seed=1, gamma=0, blur=0, stain=0)(0)]
+    plain = [b[0] for b in crop_sampler([sample], 32, 2, 2, seed=1)(0)]
+    same = [b[0] for b in crop_sampler([sample], 32, 2, 2, seed=1, gamma=0, blur=0, stain=0)(0)]
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
 
 
@@ -260,28 +270,28 @@ def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
 def test_crop_resize_gives_the_values_of_scipy_zoom(source):
     from scipy import ndimage as ndi
 
-    from cytolens.tasks.segmentation.training import resize_bilinear
+    from cytolens.train.sampler import resize_linear
 
     array = np.random.default_rng(source).random((3, source, source)).astype(np.float32)
     factor = 32 / source
     expected = ndi.zoom(array, (1, factor, factor), order=1, grid_mode=True, mode="nearest")[:, :32, :32]
-    resized = resize_bilinear(array, 32)
+    resized = resize_linear(array, 32)
     assert resized.shape == (3, 32, 32) and resized.dtype == np.float32
     np.testing.assert_allclose(resized, expected, atol=1e-5)
 
 
 def test_crop_batches_do_not_depend_on_the_number_of_worker_processes():
-    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+    from cytolens.tasks.segmentation.training import prepare_sample
 
     rng = np.random.default_rng(0)
     labels = np.zeros((64, 64), np.int32)
     labels[10:20, 10:20], labels[30:44, 30:40] = 1, 2
     sample = prepare_sample((labels > 0) * 200 + rng.integers(0, 30, labels.shape), labels, "deep_watershed", 12.0)
-    inline = list(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4)(1))
-    workers = list(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4, workers=2)(1))
+    inline = list(crop_sampler([sample], 32, 2, 3, gamma=0.3, seed=4)(1))
+    workers = list(crop_sampler([sample], 32, 2, 3, gamma=0.3, seed=4, workers=2)(1))
     assert len(workers) == 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, workers))
-    other_epoch = next(iter(CropSampler([sample], "deep_watershed", 32, 2, 3, gamma=0.3, seed=4)(2)))
+    other_epoch = next(iter(crop_sampler([sample], 32, 2, 3, gamma=0.3, seed=4)(2)))
     assert not torch.equal(other_epoch[0], inline[0][0])
 
 
@@ -298,7 +308,7 @@ def test_device_setting():
 
 
 def test_half_precision_keeps_statistics_that_float16_cannot_hold():
-    from cytolens.tasks.segmentation.training import half_precision_weights
+    from cytolens.nn.precision import half_precision_weights
 
     state = {"conv.weight": torch.tensor([0.1, -2.0]), "conv.bias": torch.tensor([1e5]),
              "bn.running_var": torch.tensor([7e4, 1.0]), "bn.num_batches_tracked": torch.tensor(3)}
@@ -310,7 +320,7 @@ def test_half_precision_keeps_statistics_that_float16_cannot_hold():
 
 
 def test_stain_jitter_changes_stained_crops_and_leaves_grayscale_crops_gray():
-    from cytolens.tasks.segmentation.training import CropSampler, prepare_sample
+    from cytolens.tasks.segmentation.training import prepare_sample
 
     rng = np.random.default_rng(0)
     labels = np.zeros((64, 64), np.int32)
@@ -320,8 +330,8 @@ def test_stain_jitter_changes_stained_crops_and_leaves_grayscale_crops_gray():
     options = dict(flips=False, rotations=False, scale_range=(1.0, 1.0), intensity=0.0, seed=3)
     for image, colour in ((gray, False), (stained, True)):
         sample = prepare_sample(image, labels, "deep_watershed", 12.0)
-        jittered = next(iter(CropSampler([sample], "deep_watershed", 32, 1, 1, stain=0.2, **options)(0)))[0][0]
-        plain = next(iter(CropSampler([sample], "deep_watershed", 32, 1, 1, stain=0.0, **options)(0)))[0][0]
+        jittered = next(iter(crop_sampler([sample], 32, 1, 1, stain=0.2, **options)(0)))[0][0]
+        plain = next(iter(crop_sampler([sample], 32, 1, 1, stain=0.0, **options)(0)))[0][0]
         if colour:
             assert not torch.allclose(jittered, plain, atol=1e-3)
         else:

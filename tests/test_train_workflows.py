@@ -123,7 +123,7 @@ def test_cli_train_writes_a_complete_package(trained, dataset):
 
 
 def test_a_checkpoint_resumes_under_the_saved_config_but_not_a_changed_one(trained, dataset):
-    from cytolens.tasks.segmentation.training import _config_stamp
+    from cytolens.train.fitting import config_stamp as _config_stamp
 
     original, saved = load_config(dataset / "config.yaml"), load_config(trained / "train_config.yaml")
     # same run, other spellings: paths relative to the package, its copy of the split, another output
@@ -246,7 +246,7 @@ def test_receptive_field_warning_during_training(dataset):
 
 
 def test_splits_from_folders_and_groups(tmp_path):
-    from cytolens.tasks.segmentation.training import make_data_split
+    from cytolens.train.splits import make_data_split
 
     write_disks(tmp_path / "train", 6, seed=1)
     write_disks(tmp_path / "val", 2, seed=2, prefix="val")
@@ -385,7 +385,7 @@ def test_a_deep_watershed_parent_starts_a_contact_watershed_child(trained, datas
     import cytolens
     from cytolens.models import load
     from cytolens.nn import UNet
-    from cytolens.tasks.segmentation.training import load_parent_weights
+    from cytolens.train.transfer import load_parent_weights
 
     parent = load(trained)
     network = UNet(3, 3, 2, 4)

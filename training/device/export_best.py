@@ -17,7 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from cytolens.tasks.segmentation.training import half_precision_weights
+from cytolens.nn.precision import half_precision_weights
 
 
 def export(work: Path, destination: Path) -> bool:

@@ -25,24 +25,22 @@ from pathlib import Path
 
 import torch
 
-from cytolens.tasks.segmentation import SCHEMAS
-from cytolens.tasks.segmentation.training import CropSampler, fit_segmentation, make_loss, prepare_data
+from cytolens.tasks.segmentation.training import crop_sampler, make_loss, prepare_data
 from cytolens.train.config import load_config, save_config
+from cytolens.train.fitting import build_network, fit_model
 from cytolens.train.loop import resolve_device
+from cytolens.train.task import task_for
 
 
 def seconds_per_step(config, data, steps: int = 30) -> float:
     """Seconds per training step: mean of ``steps`` training steps after a warm-up, on the config's device."""
-    from cytolens.nn import UNet
-
-    arch, opt = config.architecture, config.optimization
+    opt = config.optimization
     device = resolve_device(opt.device)
     torch.backends.cudnn.benchmark = True
-    network = UNet(3, SCHEMAS[config.schema_].OUTPUT_CHANNELS, arch.depth, arch.base_channels, arch.norm,
-                   arch.dropout).to(device)
+    network = build_network(task_for(config), config, data).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     loss_fn = make_loss(config.schema_)
-    sampler = CropSampler.from_config(data.side("train"), config, steps=steps + 5)
+    sampler = crop_sampler(data.side("train"), config, steps=steps + 5)
     start = None
     for step, (inputs, targets) in enumerate(sampler(10_000)):
         if step == 5:
@@ -92,7 +90,7 @@ def main() -> None:
               f"{steps} steps per epoch × {epochs} epochs", flush=True)
     sized = {"optimization": config.optimization.model_copy(update={"steps_per_epoch": steps})}
     config, recipe = config.model_copy(update=sized), recipe.model_copy(update=sized)
-    result = fit_segmentation(config, data, progress=True)
+    result = fit_model(task_for(config), config, data, progress=True)
     # the package records the recipe itself: real data paths and the full split (test side included)
     shutil.copy(recipe.data.split_file, result.package / "split.json")
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from cytolens.nn import UNet
-from cytolens.tasks.segmentation.training import CropSampler, half_precision_weights, prepare_data
+from cytolens.models.package import build_network
+from cytolens.nn.precision import half_precision_weights
+from cytolens.tasks.segmentation.training import crop_sampler, prepare_data
 from cytolens.train.config import load_config
 
 
@@ -41,7 +42,7 @@ def main() -> None:
         return
     config = load_config(args.package / "train_config.yaml")
     meta = json.loads((args.package / "model.json").read_text())
-    network = UNet(**meta["architecture"]["args"])
+    network = build_network(meta["architecture"])
     network.load_state_dict(state)
     network.eval()
     modules = dict(network.named_modules())
@@ -52,7 +53,7 @@ def main() -> None:
     opt = config.optimization
     data = prepare_data(config.model_copy(update={"optimization": opt.model_copy(update={"workers": 2})}),
                         progress=False)
-    sampler = CropSampler.from_config(data.side("train"), config, steps=args.batches, workers=0)
+    sampler = crop_sampler(data.side("train"), config, steps=args.batches, workers=0)
     with torch.no_grad():
         for inputs, _ in sampler(0):
             network(inputs)

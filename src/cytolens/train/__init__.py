@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import types
 
-from cytolens.train.config import AUGMENTATION_PRESETS, TASK_CONFIGS, load_config, save_config, validate_config
+from cytolens.train.config import AUGMENTATION_PRESETS, load_config, save_config, validate_config
 from cytolens.train.splits import load_split, make_split, nested_subsets, save_split
 from cytolens.train.weights import inverse_frequency_weights, pixel_class_weights, sample_weights
 
@@ -46,7 +46,7 @@ def learning_curve(config, fractions=(0.1, 0.25, 0.5, 1.0), out_dir=None, **opti
     return _learning_curve(config, fractions, out_dir, **options)
 
 
-__all__ = ["AUGMENTATION_PRESETS", "TASK_CONFIGS", "inverse_frequency_weights", "learning_curve", "load_config",
+__all__ = ["AUGMENTATION_PRESETS", "inverse_frequency_weights", "learning_curve", "load_config",
            "load_split", "make_split", "nested_subsets", "pixel_class_weights", "run", "sample_weights",
            "save_config", "save_split", "tune", "validate_config"]
 

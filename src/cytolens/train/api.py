@@ -1,32 +1,18 @@
 """Run training by config, whatever the task: ``cytolens.train.run("config.yaml")``.
 
-The ``task`` key of a config picks the config model (:data:`cytolens.train.config.TASK_CONFIGS`)
-and the task's training module (:data:`TASK_TRAINERS`). A training module provides
-
-* ``prepare_data(config, progress) -> data`` — split the data and prepare it once;
-* ``fit_task(config, data=None, *, progress, train_ids, on_epoch_end, score_train,
-  write_package, work_dir, resume) -> TrainResult`` — one training run;
-* ``PRIMARY_METRIC`` — the validation metric to maximize (e.g. ``"val_ap50"``);
-* ``UNIT`` — what annotations count in (``"objects"``, ``"images"``).
-
-Segmentation is the first; classification and restoration plug in by adding a line
-to each registry.
+The ``task`` key of a config picks the task (:mod:`cytolens.train.task`: its config model
+and what it supplies) and :func:`cytolens.train.fitting.fit_model` trains it.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 
 from pydantic import BaseModel
 
 from cytolens.errors import InvalidParameterError, OutputExistsError
 from cytolens.train.config import load_config, resolve_paths, validate_config
-
-#: Training module per task (imported when used).
-TASK_TRAINERS: dict[str, str] = {"segmentation": "cytolens.tasks.segmentation.training"}
 
 ConfigLike = str | os.PathLike | dict | BaseModel
 
@@ -40,14 +26,6 @@ def as_config(config: ConfigLike, base: str | os.PathLike | None = None) -> Base
     if isinstance(config, str | os.PathLike):
         return load_config(config)
     raise InvalidParameterError(f"config must be a YAML path, a mapping or a config object, got {type(config).__name__}")
-
-
-def trainer_for(config: BaseModel) -> ModuleType:
-    """The training module of ``config.task``."""
-    task = getattr(config, "task", None)
-    if task not in TASK_TRAINERS:
-        raise InvalidParameterError(f"task {task!r} cannot be trained yet; trainable: {', '.join(TASK_TRAINERS)}")
-    return importlib.import_module(TASK_TRAINERS[task])
 
 
 def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, resume: bool = True,
@@ -78,4 +56,7 @@ def run(config: ConfigLike, *, progress: bool = True, overwrite: bool = False, r
     output = Path(config.output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass overwrite=True (--overwrite) or choose another output")
-    return trainer_for(config).fit_task(config, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
+    from cytolens.train.fitting import fit_model
+    from cytolens.train.task import task_for
+
+    return fit_model(task_for(config), config, progress=progress, resume=resume, on_epoch_end=on_epoch_end)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,16 +38,22 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where the annotated images are and how they are split.
+    """Where the annotated images are and how they are split, for any task.
 
-    Splits come from fractions of ``images``/``labels`` (stratified by
-    ``stratify_column`` and grouped by ``group_column`` of ``strata_csv``), or from
-    folders: ``val_images``/``val_labels`` and ``test_images``/``test_labels`` fix
-    those sides and the matching fraction is then not used.
+    A task's data config adds the folder of its annotations (``ANNOTATION``: ``labels``
+    for segmentation, ``targets`` for image-to-image tasks), matched to the images by
+    file stem, and the ``val_``/``test_`` folders of the same kind.
+
+    Splits come from fractions of the images (stratified by ``stratify_column`` and
+    grouped by ``group_column`` of ``strata_csv``), or from folders: ``val_images``
+    and ``test_images`` (with their annotations) fix those sides and the matching
+    fraction is then not used.
     """
 
+    #: name of the field holding the annotation folder
+    ANNOTATION: ClassVar[str] = "labels"
+
     images: Path = Field(description="folder of images")
-    labels: Path = Field(description="folder of label images, same stems as the images")
     split_file: Path | None = Field(None, description="JSON with 'train', 'val', 'test' id lists; made if missing")
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.12, ge=0, lt=0.5)
@@ -56,27 +62,57 @@ class DataConfig(_Strict):
     stratify_column: str | None = None
     group_column: str | None = Field(None, description="e.g. movie or donor: a group never spans two sides")
     val_images: Path | None = Field(None, description="folder of validation images (instead of val_fraction)")
-    val_labels: Path | None = None
     test_images: Path | None = Field(None, description="folder of test images (instead of test_fraction)")
-    test_labels: Path | None = None
+
+    def annotations(self, side: str = "") -> Path | None:
+        """The annotation folder of ``side`` ("" = the main pool, "val", "test")."""
+        return getattr(self, f"{side}_{self.ANNOTATION}" if side else self.ANNOTATION)
 
     @model_validator(mode="after")
     def _check_folders(self):
         for side in ("val", "test"):
-            images, labels = getattr(self, f"{side}_images"), getattr(self, f"{side}_labels")
-            if (images is None) != (labels is None):
-                raise ValueError(f"give both {side}_images and {side}_labels, or neither")
+            images, annotations = getattr(self, f"{side}_images"), self.annotations(side)
+            if (images is None) != (annotations is None):
+                raise ValueError(f"give both {side}_images and {side}_{self.ANNOTATION}, or neither")
         if (self.stratify_column or self.group_column) and self.strata_csv is None:
             raise ValueError("stratify_column/group_column need strata_csv (a CSV with one row per image id)")
         return self
 
 
+class LabelDataConfig(DataConfig):
+    """Images with label images (instance segmentation)."""
+
+    ANNOTATION: ClassVar[str] = "labels"
+
+    labels: Path = Field(description="folder of label images, same stems as the images")
+    val_labels: Path | None = None
+    test_labels: Path | None = None
+
+
+class TargetDataConfig(DataConfig):
+    """Images with target images of the same size (restoration, image-to-image regression)."""
+
+    ANNOTATION: ClassVar[str] = "targets"
+
+    targets: Path = Field(description="folder of target images, same stems and sizes as the images")
+    val_targets: Path | None = None
+    test_targets: Path | None = None
+
+
 class ArchitectureConfig(_Strict):
-    name: Literal["unet"] = "unet"
+    """The network, by its name in :data:`cytolens.nn.registry.ARCHITECTURES`, and its size."""
+
+    name: Literal["unet", "classifier"] = "unet"
     depth: int = Field(4, ge=1, le=6, description="pooling steps; sets the receptive field")
     base_channels: int = Field(16, ge=2, le=128, description="width of the first level")
     norm: Literal["batch", "none"] = "batch"
     dropout: float = Field(0.0, ge=0, lt=1)
+    dims: Literal[2, 3] = Field(2, description="spatial axes: 2 for images, 3 for volumes")
+
+    def network_args(self) -> dict:
+        """The settings every registered architecture takes (besides its input and output sizes)."""
+        return {"depth": self.depth, "base_channels": self.base_channels, "norm": self.norm,
+                "dropout": self.dropout, "dims": self.dims}
 
 
 #: Augmentation settings per imaging modality; explicit settings override them.
@@ -150,49 +186,49 @@ class OptimizationConfig(_Strict):
     workers: int = Field(0, ge=0, le=64, description="processes that make augmented batches; 0 = the training one")
 
 
-class SegmentationTrainConfig(_Strict):
-    """Everything that defines how a segmentation model is trained."""
+class TrainConfig(_Strict):
+    """The settings every task's training shares; a task's config adds its own (see :mod:`cytolens.train.task`)."""
 
-    task: Literal["segmentation"] = "segmentation"
+    task: str
     name: str = Field(description="model name, e.g. 'nuclei'")
-    schema_: Literal["deep_watershed", "contact_watershed", "pixel_classes"] = Field("deep_watershed", alias="schema")
     data: DataConfig
     architecture: ArchitectureConfig = ArchitectureConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
     optimization: OptimizationConfig = OptimizationConfig()
-    target_diameter: float = Field(20.0, gt=2, description="objects are rescaled to this median diameter (px)")
-    normalization: tuple[float, float] = (1.0, 99.8)
+    normalization: tuple[float, float] = Field(
+        (1.0, 99.8), description="percentiles mapped to 0 and 1 (cytolens.preprocess.PercentileNormalizer)")
     modality_weights: dict[str, float] | None = Field(
         None, description="sampling weight per stratum value (e.g. modality), to oversample rare ones")
     init_from: str | None = Field(
         None, description="transfer learning: a bundled model name (e.g. 'nuclei') or a model package path")
     freeze_encoder_epochs: int = Field(0, ge=0, description="keep the encoder of init_from frozen this many epochs")
-    contact_emphasis: float = Field(
-        0.0, ge=0, le=50, description="contact_watershed only: pixels where objects touch weigh 1 + this in the "
-        "cross-entropy (as U-Net's border weights), to train the network harder on separating touching objects")
     seed: int = 0
     weights_dtype: Literal["float32", "float16"] = Field(
         "float32", description="precision of the saved weights; float16 halves the package (weights are loaded as float32)")
+    license: str | None = Field(
+        None, description="the license written into model.json, e.g. of the training data and the weights")
     output: Path = Field(description="folder of the model package to write")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @model_validator(mode="after")
-    def _check_crop(self):
+    def _check_common(self):
         divisor = 2**self.architecture.depth
         if self.optimization.crop_size % divisor:
             raise ValueError(f"optimization.crop_size {self.optimization.crop_size} must be a multiple of "
                              f"2**architecture.depth = {divisor}")
-        if self.contact_emphasis and self.schema_ != "contact_watershed":
-            raise ValueError(f"contact_emphasis needs schema: contact_watershed (got {self.schema_}): "
-                             "only that schema has contact targets")
         if self.freeze_encoder_epochs and not self.init_from:
             raise ValueError("freeze_encoder_epochs needs init_from (a pretrained model whose encoder to keep)")
         return self
 
 
-#: Config model per ``task`` value; a new task adds its entry here.
-TASK_CONFIGS: dict[str, type[BaseModel]] = {"segmentation": SegmentationTrainConfig}
+def config_model_for(task: str) -> type[BaseModel]:
+    """The config model of ``task`` (tasks are registered in :mod:`cytolens.train.task`)."""
+    from cytolens.train.task import TASKS, config_model
+
+    if task not in TASKS:
+        raise InvalidParameterError(f"task: unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    return config_model(task)
 
 
 def _describe(error: dict, model: type[BaseModel]) -> str:
@@ -221,9 +257,10 @@ def validate_config(raw: dict, source: str | None = None) -> BaseModel:
     if not isinstance(raw, dict):
         raise InvalidParameterError(f"{label}: must be a mapping of settings, got {type(raw).__name__}")
     task = raw.get("task", "segmentation")
-    if task not in TASK_CONFIGS:
-        raise InvalidParameterError(f"{label}: task: unknown task {task!r}; known: {', '.join(TASK_CONFIGS)}")
-    model = TASK_CONFIGS[task]
+    try:
+        model = config_model_for(task)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"{label}: {exc}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -231,7 +268,7 @@ def validate_config(raw: dict, source: str | None = None) -> BaseModel:
         raise InvalidParameterError(f"{label}: {problems}") from None
 
 
-def load_config(path: str | Path) -> SegmentationTrainConfig:
+def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a YAML config; relative paths are resolved against its folder.
 
     ``init_from`` is resolved too when it names an existing relative path (otherwise it

@@ -31,8 +31,10 @@ import pandas as pd
 
 from cytolens.errors import InvalidParameterError
 from cytolens.io import make_folder
-from cytolens.train.api import ConfigLike, as_config, trainer_for
+from cytolens.train.api import ConfigLike, as_config
 from cytolens.train.config import dump_config, save_config, validate_config
+from cytolens.train.fitting import fit_model
+from cytolens.train.task import task_for
 
 #: Default search space: name -> (kind, low, high) or ("categorical", choices).
 DEFAULT_SEARCH_SPACE: dict[str, tuple] = {
@@ -135,13 +137,13 @@ def tune(config: ConfigLike, trials: int = 20, out_dir: str | os.PathLike | None
     if trials < 1:
         raise InvalidParameterError(f"trials must be at least 1, got {trials}")
     config = as_config(config)
-    trainer = trainer_for(config)
-    metric = trainer.PRIMARY_METRIC
+    task = task_for(config)
+    metric = task.primary_metric
     out = Path(out_dir) if out_dir is not None else Path(str(config.output) + ".tune")
     make_folder(out)
     space = _space_for(config, search_space)
     if data is None:
-        data = trainer.prepare_data(config, progress)
+        data = task.prepare_data(config, progress)
     epochs = config.optimization.epochs
     study = optuna.create_study(
         direction="maximize", study_name=f"{config.name}-tune",
@@ -167,8 +169,8 @@ def tune(config: ConfigLike, trials: int = 20, out_dir: str | os.PathLike | None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                result = trainer.fit_task(trial_config, data, progress=False, on_epoch_end=report,
-                                          write_package=False, work_dir=work, resume=False)
+                result = fit_model(task, trial_config, data, progress=False, on_epoch_end=report,
+                                   write_package=False, work_dir=work, resume=False)
             trial.set_user_attr("warnings", " | ".join(str(w.message) for w in caught))
         finally:
             _cleanup(work)
@@ -298,21 +300,21 @@ def learning_curve(config: ConfigLike, fractions=(0.1, 0.25, 0.5, 1.0), out_dir:
     from cytolens.train.splits import nested_subsets
 
     config = as_config(config)
-    trainer = trainer_for(config)
-    metric, unit = trainer.PRIMARY_METRIC, getattr(trainer, "UNIT", "images")
+    task = task_for(config)
+    metric, unit = task.primary_metric, task.unit
     train_metric = "train_" + metric.removeprefix("val_")
     out = Path(out_dir) if out_dir is not None else Path(str(config.output) + ".learning_curve")
     make_folder(out)
     if data is None:
-        data = trainer.prepare_data(config, progress)
+        data = task.prepare_data(config, progress)
     subsets = nested_subsets(data.split["train"], fractions, config.seed)
     rows, runs = [], []
     for fraction, ids in zip(fractions, subsets):
         work = out / f"fraction_{float(fraction):g}"
         tick = time.monotonic()
         try:
-            result = trainer.fit_task(config, data, progress=False, train_ids=ids, score_train=True,
-                                      write_package=False, work_dir=work, resume=False)
+            result = fit_model(task, config, data, progress=False, train_ids=ids, score_train=True,
+                               write_package=False, work_dir=work, resume=False)
         finally:
             _cleanup(work)
         row = {"fraction": float(fraction), "images": result.n_train_images, unit: result.n_train_units,

@@ -116,3 +116,93 @@ def nested_subsets(ids: Sequence[str], fractions: Sequence[float], seed: int = 0
         raise InvalidParameterError("there are no training images to subsample")
     np.random.default_rng(seed).shuffle(order)
     return [sorted(order[: max(1, round(f * len(order)))]) for f in fractions]
+
+
+def annotated_pairs(images: Path, annotations: Path, images_setting: str = "data.images",
+                    annotations_setting: str = "data.labels") -> dict[str, tuple[Path, Path]]:
+    """``{stem: (image, annotation)}`` for the files of two folders that share a stem.
+
+    Files without a partner are left out with a warning that names them (a typo would
+    otherwise drop an image silently).
+    """
+    import warnings
+
+    from cytolens.io import list_images
+
+    for name, folder in ((images_setting, images), (annotations_setting, annotations)):
+        if not Path(folder).is_dir():
+            raise InvalidParameterError(f"{name}: folder not found: {folder}")
+    image_files = {p.stem: p for p in list_images(images)}
+    annotation_files = {p.stem: p for p in list_images(annotations)}
+    unmatched = sorted(set(image_files) ^ set(annotation_files))
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        warnings.warn(f"{len(unmatched)} file(s) in {images_setting} or {annotations_setting} have no partner of "
+                      f"the same name and are left out: {shown}", UserWarning, stacklevel=3)
+    return {i: (image_files[i], annotation_files[i]) for i in sorted(set(image_files) & set(annotation_files))}
+
+
+def strata_for(data, ids: list[str]) -> tuple[list[str] | None, list[str] | None]:
+    """The stratum and group of each id from a data config's ``strata_csv`` (None where not asked for)."""
+    if data.strata_csv is None:
+        return None, None
+    import pandas as pd
+
+    table = pd.read_csv(data.strata_csv, dtype=str)
+    for column in (data.id_column, data.stratify_column, data.group_column):
+        if column is not None and column not in table.columns:
+            raise InvalidParameterError(f"data.strata_csv {data.strata_csv} has no column {column!r} "
+                                        f"(columns: {', '.join(table.columns)})")
+    table = table.set_index(data.id_column)
+    missing = [i for i in ids if i not in table.index]
+    if missing:
+        raise InvalidParameterError(f"{len(missing)} image id(s) are missing from data.strata_csv column "
+                                    f"{data.id_column!r}, e.g. {missing[:3]}")
+    strata = [table.loc[i, data.stratify_column] for i in ids] if data.stratify_column else None
+    groups = [table.loc[i, data.group_column] for i in ids] if data.group_column else None
+    return strata, groups
+
+
+def make_data_split(config) -> tuple[dict[str, list[str]], dict[str, tuple], dict[str, str]]:
+    """The train/val/test split of a config's data, for any task: from ``split_file`` if it exists, else
+    made (stratified, grouped, or with fixed ``val_``/``test_`` folders) and saved there.
+
+    Returns the split, ``{id: (image, annotation)}`` and ``{id: stratum}``.
+    """
+    data = config.data
+    kind = data.ANNOTATION
+    files = annotated_pairs(data.images, data.annotations(), "data.images", f"data.{kind}")
+    if not files:
+        raise InvalidParameterError(f"no image in {data.images} has a {kind} file of the same name in "
+                                    f"{data.annotations()}")
+    pool = sorted(files)
+    fixed: dict[str, list[str]] = {}
+    for side in ("val", "test"):
+        folder = getattr(data, f"{side}_images")
+        if folder is not None:
+            side_files = annotated_pairs(folder, data.annotations(side), f"data.{side}_images", f"data.{side}_{kind}")
+            if not side_files:
+                raise InvalidParameterError(f"no image in data.{side}_images ({folder}) has a {kind} file of the "
+                                            f"same name in data.{side}_{kind}")
+            clash = sorted(set(side_files) & set(files))
+            if clash:
+                raise InvalidParameterError(f"image id(s) {clash[:3]} are in data.images and data.{side}_images; "
+                                            "ids (file stems) must be unique across folders")
+            files.update(side_files)
+            fixed[side] = sorted(side_files)
+    strata, groups = strata_for(data, pool)
+    if data.split_file is not None and Path(data.split_file).is_file():
+        split = load_split(data.split_file)
+        unknown = sorted(set(split["train"] + split["val"] + split["test"]) - set(files))
+        if unknown:
+            raise InvalidParameterError(
+                f"data.split_file {data.split_file} lists {len(unknown)} id(s) with no image/{kind} pair, e.g. "
+                f"{unknown[:3]}; fix the data folders or delete the split file to make a new split")
+    else:
+        split = make_split(pool, 0 if "val" in fixed else data.val_fraction,
+                           0 if "test" in fixed else data.test_fraction, strata, groups, config.seed)
+        split = add_fixed_sides(split, fixed)
+        if data.split_file is not None:
+            save_split(split, data.split_file)
+    stratum_of = dict(zip(pool, strata)) if strata else {}
+    return split, files, stratum_of

@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from cytolens.errors import InvalidImageError
+
 
 def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a 2D integer array; raise ``ValueError`` otherwise."""
+    """Return ``labels`` as a 2D integer array; raise :class:`~cytolens.errors.InvalidImageError` otherwise."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2D (Y, X), got shape {labels.shape}")
+        raise InvalidImageError(f"labels must be 2D (Y, X), got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        raise InvalidImageError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
-        raise ValueError("labels must be >= 0 (0 = background)")
+        raise InvalidImageError("labels must be >= 0 (0 = background)")
     return labels
 
 

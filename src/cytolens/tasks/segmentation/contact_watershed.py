@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidModelError, InvalidParameterError
 from cytolens.tasks.segmentation._common import check_labels, normalized_inner_distance, sigmoid
 from cytolens.tasks.segmentation.deep_watershed import DeepWatershedParams, objects_from_maps
 
@@ -101,7 +101,8 @@ def postprocess(
     """
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
-        raise ValueError(f"expected outputs of shape (3, Y, X), got {outputs.shape}")
+        raise InvalidModelError(f"expected network outputs of shape (3, Y, X), got {outputs.shape}: the model's "
+                                "architecture does not fit its schema")
     if not 0 <= contact_weight <= 1:
         raise InvalidParameterError(f"contact_weight must be in [0, 1], got {contact_weight}")
     probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])

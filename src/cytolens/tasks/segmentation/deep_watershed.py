@@ -37,7 +37,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidModelError, InvalidParameterError
 from cytolens.tasks.segmentation._common import (
     add_unclaimed_regions,
     check_labels,
@@ -95,7 +95,8 @@ def postprocess(
     """
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
-        raise ValueError(f"expected outputs of shape (2, Y, X), got {outputs.shape}")
+        raise InvalidModelError(f"expected network outputs of shape (2, Y, X), got {outputs.shape}: the model's "
+                                "architecture does not fit its schema")
     probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])
     return objects_from_maps(probability, distance, foreground_threshold, marker_threshold, min_size,
                              smoothing, marker_dynamic)

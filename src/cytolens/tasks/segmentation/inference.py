@@ -21,11 +21,11 @@ import numpy as np
 from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParameterError
 from cytolens.models.package import ModelPackage
 from cytolens.nn.precision import autocast_for, check_precision
-from cytolens.preprocess import check_image, predict_tiled, rescale, resize_to
+from cytolens.nn.predictor import flip_averaged, network_predictor
+from cytolens.preprocess import PercentileNormalizer, check_image, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation.object_filter import ObjectFilter
 from cytolens.tasks.segmentation.size_model import SizeModel, style_of
-from cytolens.tasks.segmentation.training import network_predictor
 
 #: rescaling by less than this relative amount is skipped (the network was trained with ±30 % zoom)
 SCALE_TOLERANCE = 0.1
@@ -56,35 +56,23 @@ def as_yxc(image: np.ndarray) -> np.ndarray:
         "For a stack, segment each plane; for other channel counts pick one channel (channel=, CLI --channel).")
 
 
-def _sample(image: np.ndarray) -> np.ndarray:
-    """At most ~4 Mpx of an image, strided: keeps memory flat for huge images; statistics barely move."""
-    step = max(1, int(math.sqrt(image.shape[0] * image.shape[1] / 4e6)))
-    return image[::step, ::step].astype(np.float32)
-
-
-def _percentiles(sample: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        lo, hi = float(sample.min()), float(sample.max())
-    return float(lo), float(hi)
-
-
 class _TilePreparer:
     """Per-tile normalization with image-wide percentiles, an optional gamma, and gray → RGB."""
 
-    def __init__(self, lo: float, hi: float, gamma: float = 1.0) -> None:
+    def __init__(self, lo: float, hi: float, gamma: float = 1.0,
+                 normalizer: PercentileNormalizer | None = None) -> None:
         self.lo, self.hi, self.gamma = lo, hi, gamma
-        self.scale = 1.0 / max(hi - lo, 1e-6)
+        self.normalizer = normalizer or PercentileNormalizer()
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
-        x = (tile.astype(np.float32) - self.lo) * self.scale
+        x = self.normalizer.apply(tile, self.lo, self.hi)
         if self.gamma != 1.0:  # sign-preserving, as the training augmentation applies it
             x = np.sign(x) * np.abs(x) ** np.float32(self.gamma)
         x = np.moveaxis(x, -1, 0)
         return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x)
 
     def without_gamma(self) -> _TilePreparer:
-        return _TilePreparer(self.lo, self.hi)
+        return _TilePreparer(self.lo, self.hi, normalizer=self.normalizer)
 
 
 def has_dark_background(image: np.ndarray) -> bool:
@@ -96,8 +84,8 @@ def has_dark_background(image: np.ndarray) -> bool:
     True
     """
     image_yxc = as_yxc(image)
-    sample = _sample(image_yxc)
-    lo, hi = _percentiles(sample, 1.0, 99.8)
+    sample = PercentileNormalizer.sample(image_yxc)
+    lo, hi = PercentileNormalizer().statistics(image_yxc)
     return bool(np.median(sample.mean(axis=-1)) < (lo + hi) / 2)
 
 
@@ -114,22 +102,9 @@ def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1
     gammas in exp(±0.4), so 0.67 to 1.5 stay within what the network has seen).
     """
     _check_gamma(gamma)
-    norm = package.meta.get("normalization", {})
-    lo, hi = _percentiles(_sample(image_yxc), norm.get("low", 1.0), norm.get("high", 99.8))
-    return _TilePreparer(lo, hi, float(gamma))
-
-
-def flip_averaged(predict):
-    """Test-time augmentation: average ``predict`` over the four flips of a tile (4× the work)."""
-    def predict_flips(tile: np.ndarray) -> np.ndarray:
-        total = None
-        for axes in ((), (1,), (2,), (1, 2)):
-            flipped = np.flip(tile, axes) if axes else tile
-            out = predict(np.ascontiguousarray(flipped))
-            out = np.flip(out, axes) if axes else out
-            total = out if total is None else total + out
-        return total / 4
-    return predict_flips
+    normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
+    lo, hi = normalizer.statistics(image_yxc)
+    return _TilePreparer(lo, hi, float(gamma), normalizer)
 
 
 def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, prep: _TilePreparer,
@@ -296,7 +271,7 @@ def _require_segmentation(package: ModelPackage) -> None:
                                 f"cytolens does not know (it knows {', '.join(SCHEMAS)}); upgrade cytolens")
 
 
-def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | None = None,
+def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float | None = None,
                   tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
                   filter_objects: bool = True, precision: str = "float32", **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background).
@@ -310,15 +285,15 @@ def segment_image(package: ModelPackage, image: np.ndarray, diameter: float | No
     image_yxc = as_yxc(image)
     prep = tile_preparer(package, image_yxc, gamma)
     with autocast():
-        outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter, tile_size, overlap, augment,
-                                                 **postprocess)
+        outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,
+                                                 overlap=overlap, augment=augment, **postprocess)
     if outputs is None or not filter_objects or "object_filter" not in package.extras:
         return labels
     object_filter = ObjectFilter.from_dict(package.extras["object_filter"])
     return object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, scale)
 
 
-def check_settings(package: ModelPackage, diameter: float | None = None, tile_size: int = 512, overlap: int = 64,
+def check_settings(package: ModelPackage, *, diameter: float | None = None, tile_size: int = 512, overlap: int = 64,
                    gamma: float = 1.0, precision: str = "float32", **postprocess) -> None:
     """Raise a clear error for any bad segmentation setting, before an image is read or a network runs.
 
@@ -338,7 +313,7 @@ def check_settings(package: ModelPackage, diameter: float | None = None, tile_si
     check_precision(precision)
 
 
-def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, diameter: float | None = None,
+def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, *, diameter: float | None = None,
                     tile_size: int = 512, overlap: int = 64, augment: bool = False,
                     **postprocess) -> tuple[np.ndarray | None, np.ndarray, float]:
     """The watershed's labels with the network outputs they came from and the scale applied.
@@ -346,7 +321,7 @@ def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePre
     ``segment_image`` without the object filter; returns ``(outputs, labels, scale)``,
     outputs None when no object was found while estimating the diameter.
     """
-    check_settings(package, diameter, tile_size, overlap, **postprocess)
+    check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, **postprocess)
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
     target = package.meta["scale"]["target_diameter"]

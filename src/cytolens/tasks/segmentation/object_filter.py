@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import convex_hull_image
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidModelError
 from cytolens.tasks.segmentation._common import relabel_sequential, sigmoid
 
 #: per-object features, in the column order the trees were fitted with
@@ -233,8 +233,8 @@ class ObjectFilter:
     @classmethod
     def from_dict(cls, data: dict) -> ObjectFilter:
         if tuple(data.get("features", ())) != FEATURES:
-            raise InvalidParameterError("this object filter was fitted on other features than this cytolens "
-                                        f"computes ({data.get('features')}); refit it or upgrade cytolens")
+            raise InvalidModelError("this object filter was fitted on other features than this cytolens "
+                                    f"computes ({data.get('features')}); refit it or upgrade cytolens")
         try:
             model = BoostedTrees(**data["model"])
             if not all(len(set(map(len, tree.values()))) == 1 and set(tree) == set(TREE_KEYS) for tree in model.trees):
@@ -242,8 +242,8 @@ class ObjectFilter:
             return cls(features=list(data["features"]), threshold=float(data["threshold"]), model=model,
                        provenance=data.get("provenance", {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidParameterError(f"malformed object filter ({type(exc).__name__}: {exc}); refit it with "
-                                        "training/nuclei/fit_object_filter.py") from None
+            raise InvalidModelError(f"malformed object filter ({type(exc).__name__}: {exc}); refit it with "
+                                   "training/nuclei/fit_object_filter.py") from None
 
     def to_dict(self) -> dict:
         return {"features": self.features, "threshold": self.threshold, "provenance": self.provenance,

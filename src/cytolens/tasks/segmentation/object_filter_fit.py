@@ -99,8 +99,8 @@ def fit_object_filter(package_dir: str | os.PathLike, config, progress: bool = F
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.model_selection import GroupKFold
 
-    from cytolens.tasks.segmentation.training import make_data_split
     from cytolens.train.config import load_config
+    from cytolens.train.splits import make_data_split
 
     package_dir = Path(package_dir)
     config = load_config(config) if isinstance(config, str | os.PathLike) else config

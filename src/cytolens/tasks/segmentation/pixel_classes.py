@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
-from cytolens.errors import InvalidParameterError
+from cytolens.errors import InvalidModelError, InvalidParameterError
 from cytolens.tasks.segmentation._common import (
     add_unclaimed_regions,
     check_labels,
@@ -82,7 +82,8 @@ def postprocess(outputs: np.ndarray, interior_threshold: float = 0.5, min_size: 
     """
     outputs = np.asarray(outputs, dtype=np.float32)
     if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
-        raise ValueError(f"expected outputs of shape (3, Y, X), got {outputs.shape}")
+        raise InvalidModelError(f"expected network outputs of shape (3, Y, X), got {outputs.shape}: the model's "
+                                "architecture does not fit its schema")
     shifted = np.exp(outputs - outputs.max(axis=0, keepdims=True))
     if class_weights is not None:
         weights = np.asarray(class_weights, dtype=np.float32)

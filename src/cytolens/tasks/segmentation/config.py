@@ -1,0 +1,37 @@
+"""The training config of a segmentation model: the shared settings plus the schema and the object scale.
+
+>>> from cytolens.train.config import validate_config
+>>> config = validate_config({"name": "n", "schema": "contact_watershed", "data": {"images": "i", "labels": "l"},
+...                           "output": "o"})
+>>> type(config).__name__, config.target_diameter
+('SegmentationTrainConfig', 20.0)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cytolens.train.config import LabelDataConfig, TrainConfig
+
+
+class SegmentationTrainConfig(TrainConfig):
+    """Everything that defines how a segmentation model is trained."""
+
+    task: Literal["segmentation"] = "segmentation"
+    schema_: Literal["deep_watershed", "contact_watershed", "pixel_classes"] = Field("deep_watershed", alias="schema")
+    data: LabelDataConfig
+    target_diameter: float = Field(20.0, gt=2, description="objects are rescaled to this median diameter (px)")
+    contact_emphasis: float = Field(
+        0.0, ge=0, le=50, description="contact_watershed only: pixels where objects touch weigh 1 + this in the "
+        "cross-entropy (as U-Net's border weights), to train the network harder on separating touching objects")
+
+    @model_validator(mode="after")
+    def _check_schema(self):
+        if self.contact_emphasis and self.schema_ != "contact_watershed":
+            raise ValueError(f"contact_emphasis needs schema: contact_watershed (got {self.schema_}): "
+                             "only that schema has contact targets")
+        if self.architecture.name != "unet":
+            raise ValueError(f"segmentation needs architecture.name: unet (got {self.architecture.name})")
+        return self

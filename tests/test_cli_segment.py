@@ -191,7 +191,9 @@ def test_models_list_and_info():
     listed = run("models", "list")
     assert listed.returncode == 0 and "nuclei" in listed.stdout
     info = run("models", "info", "nuclei")
-    assert info.returncode == 0 and '"schema": "contact_watershed"' in info.stdout
+    assert info.returncode == 0 and "schema contact_watershed" in info.stdout and len(info.stdout.splitlines()) < 40
+    full = run("models", "info", "nuclei", "--json")
+    assert full.returncode == 0 and '"schema": "contact_watershed"' in full.stdout
 
 
 def test_demo_writes_outputs_and_reports_ap(tmp_path):

@@ -100,9 +100,40 @@ def test_pairing_ignores_common_suffixes(tmp_path):
     write_labels(tmp_path / "t" / "img1.tif", _labels(1))
     [(name, p, _)] = pair_files(tmp_path / "p", tmp_path / "t")
     assert name == "img1" and p.name == "img1_mask.tif"
-    write_labels(tmp_path / "p" / "img1_labels.tif", _labels(1))
-    with pytest.raises(InvalidParameterError, match="both stand for"):
+    write_labels(tmp_path / "p" / "img1_seg.ome.tif", _labels(1))
+    with pytest.raises(InvalidParameterError, match="img1_mask.tif and img1_seg.ome.tif both stand for item 'img1'"):
         pair_files(tmp_path / "p", tmp_path / "t")
+    # beside segment's label images, any other image makes the predictions unclear: it is named
+    write_labels(tmp_path / "p" / "img1_labels.tif", _labels(1))
+    with pytest.raises(InvalidParameterError, match=r"\(img1_mask.tif, img1_seg.ome.tif\): which are the predictions"):
+        pair_files(tmp_path / "p", tmp_path / "t")
+
+
+def test_a_results_folder_written_by_segment_is_evaluated_on_its_label_images(tmp_path):
+    from cytolens.data.synthetic import synthetic_nuclei
+
+    images, truth = tmp_path / "images", tmp_path / "truth"
+    for seed, name in ((1, "a"), (2, "b")):
+        image, labels = synthetic_nuclei(shape=(128, 128), n_nuclei=8, seed=seed)
+        write_image(images / f"{name}.tif", image)
+        write_labels(truth / f"{name}.tif", labels)
+    results = tmp_path / "results"
+    segmented = CliRunner().invoke(app, ["segment", str(images), "-o", str(results), "-q", "--model", "nuclei_fast",
+                                         "--diameter", "20", "--overlay", "--rois", "--geojson"])
+    assert segmented.exit_code == 0, segmented.output
+    assert {p.name for p in results.iterdir()} >= {"a_overlay.png", "a_rois.zip", "b_objects.geojson"}
+    result = run("segmentation", "--pred", results, "--truth", truth, "-o", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "eval" / "per_image.csv")
+    assert table["pred_file"].tolist() == ["a_labels.tif", "b_labels.tif"]
+    assert table["truth_file"].tolist() == ["a.tif", "b.tif"] and (table["ap@0.50"] > 0.7).all()
+    # an overlay given as the prediction is named for what it is
+    assert_user_error(run("segmentation", "--pred", results / "a_overlay.png", "--truth", truth / "a.tif",
+                          "-o", tmp_path / "one"), "a_overlay.png is not a label image", "a_labels.tif")
+    # another image in the results folder is an error that names it
+    write_image(results / "notes.png", np.zeros((8, 8), np.uint8))
+    assert_user_error(run("segmentation", "--pred", results, "--truth", truth, "-o", tmp_path / "eval2"),
+                      "(notes.png)", "which are the predictions is not clear")
 
 
 # --------------------------------------------------------------------------- classification

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cytolens.errors import CytolensError, InvalidImageError, InvalidParameterError
-from cytolens.measure import INTENSITY_STATISTICS, MORPHOLOGY_COLUMNS, measure
+from cytolens.measure import INTENSITY_STATISTICS, MORPHOLOGY_COLUMNS, PIECES_WINDOW, measure
 
 
 @pytest.fixture
@@ -145,7 +145,8 @@ def test_huge_label_ids_are_measured_and_kept():
         (np.zeros((2, 3, 4), dtype=np.uint16), "2D"),
         (np.zeros(5, dtype=np.uint16), "2D"),
         (np.zeros((0, 5), dtype=np.uint16), "empty"),
-        (np.zeros((3, 3), dtype=np.float32), "integers"),
+        (np.array([[0, 1.5], [2, 2]], dtype=np.float32), "fractional values .* intensity image"),
+        (np.array([[0, np.nan], [2, 2]]), "NaN"),
         (np.zeros((3, 3), dtype=bool), "skimage.measure.label"),
         (np.array([[0, -1], [1, 1]]), "non-negative"),
     ],
@@ -176,3 +177,66 @@ def test_invalid_spacing_raises(spacing):
 def test_errors_are_cytolens_errors():
     with pytest.raises(CytolensError):
         measure(np.zeros((2, 2, 2), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- an intensity image given as labels
+
+
+def _grid_of_squares(n_side: int = 12, side: int = 6) -> np.ndarray:
+    """``n_side`` x ``n_side`` squares, each its own id: a label image with 144 objects."""
+    labels = np.zeros((n_side * (side + 2), n_side * (side + 2)), np.uint16)
+    for k in range(n_side * n_side):
+        y, x = divmod(k, n_side)
+        labels[y * (side + 2) + 1 : y * (side + 2) + 1 + side, x * (side + 2) + 1 : x * (side + 2) + 1 + side] = k + 1
+    return labels
+
+
+def test_float_labels_of_whole_numbers_are_measured_as_integers(square_and_disk):
+    as_float = measure(square_and_disk.astype(np.float32))
+    assert as_float.equals(measure(square_and_disk)) and as_float["label"].tolist() == [2, 5]
+
+
+def test_an_intensity_image_given_as_labels_is_refused_unless_forced():
+    from cytolens.data.synthetic import synthetic_nuclei
+
+    image, truth = synthetic_nuclei(shape=(128, 128), n_nuclei=10, seed=3)
+    intensity = np.round(image).astype(np.uint16)
+    with pytest.raises(InvalidImageError, match=r"does not look like a label image: its \d+ ids lie in \d+ separate "
+                                                r"pieces .*force=True \(CLI: --force\)"):
+        measure(intensity)
+    with pytest.raises(InvalidImageError, match="does not look like a label image"):  # the same as floats
+        measure(intensity.astype(np.float64))
+    forced = measure(intensity, force=True)
+    assert len(forced) == len(np.unique(intensity[intensity > 0]))  # one row per grey value, as asked
+    assert len(measure(truth, image)) == truth.max() == 10  # its true labels are fine
+
+
+def test_a_mask_of_many_objects_is_refused_and_label_images_of_every_size_are_not():
+    grid = _grid_of_squares()
+    assert len(measure(grid)) == 144
+    mask = (grid > 0).astype(np.uint8)  # one id for 144 separate objects
+    with pytest.raises(InvalidImageError, match="144 separate pieces .*skimage.measure.label"):
+        measure(mask)
+    assert len(measure(mask, force=True)) == 1
+    few = np.zeros((8, 8), np.uint8)
+    few[::2, ::2] = 1  # 16 pieces of one id: too few to judge, measured as given
+    assert len(measure(few)) == 1
+    # an object split in two by a line of background (a cut, a crop) is still a label image
+    grid[:, 5] = 0
+    assert len(measure(grid)) == 144
+
+
+def test_a_large_label_image_is_judged_on_a_window():
+    noise = np.random.default_rng(0).integers(1, 200, (3000, 2500), dtype=np.uint16)
+    with pytest.raises(InvalidImageError, match=f"in a {PIECES_WINDOW}x{PIECES_WINDOW} window"):
+        measure(noise)
+
+
+def test_a_movie_frame_given_as_labels_is_refused(shared_data):
+    from cytolens.io import read_image
+
+    frame = shared_data / "ctc_Fluo-N2DH-SIM+" / "01" / "t000.tif"
+    if not frame.is_file():
+        pytest.skip(f"{frame} not found")
+    with pytest.raises(InvalidImageError, match="does not look like a label image"):
+        measure(read_image(frame))  # the issue's 233 "objects"

@@ -155,8 +155,8 @@ def test_a_damaged_zip_package_gets_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (np.zeros((64, 64)), "constant"),
         (np.full((64, 64), np.nan), "NaN"),
+        (np.zeros((4, 64, 64)), "2D image"),  # constant, and still refused for its shape
         (np.zeros((0, 10)), "empty"),
         (np.random.default_rng(0).random((4, 64, 64, 3)), "2D image"),
         (np.random.default_rng(0).random((64, 64, 7)), "channels"),
@@ -171,6 +171,21 @@ def test_a_damaged_zip_package_gets_a_clear_error(tmp_path):
 def test_bad_images_raise_clear_errors(nuclei, bad, message):
     with pytest.raises(InvalidImageError, match=message):
         cytolens.segment(bad, nuclei)
+
+
+@pytest.mark.parametrize("image", [np.zeros((64, 48)), np.full((40, 40), 7, np.uint16), np.full((32, 32, 3), 255.0)])
+def test_a_constant_image_gives_no_objects_and_a_warning_not_an_error(nuclei, image, monkeypatch):
+    from cytolens.tasks.segmentation import inference
+
+    monkeypatch.setattr(inference, "predict_outputs", lambda *a, **k: pytest.fail("nothing to run the network on"))
+    with pytest.warns(UserWarning, match=r"image is constant \(all pixels equal\): no objects") as caught:
+        labels = cytolens.segment(image, nuclei)
+    assert labels.shape == image.shape[:2] and labels.dtype == np.uint32 and not labels.any()
+    assert caught[0].filename == __file__  # the warning points at the caller of cytolens.segment
+    with pytest.raises(InvalidParameterError, match="diameter"):  # its settings are still checked
+        cytolens.segment(image, nuclei, diameter=-1)
+    with pytest.raises(InvalidImageError, match="channel"):
+        cytolens.segment(image, nuclei, channel=5)
 
 
 @pytest.mark.parametrize("kwargs", [{"diameter": -3}, {"diameter": float("nan")}, {"diameter": "20"},

@@ -61,11 +61,9 @@ def _version() -> str:
 
 
 def _base_name(path: Path) -> str:
-    stem = path.name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if stem.lower().endswith(suffix):
-            return stem[: -len(suffix)]
-    stem = path.stem
+    from cytolens.io.results import file_stem
+
+    stem = file_stem(path)
     for suffix in _NAME_SUFFIXES:
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
@@ -77,8 +75,21 @@ def pair_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple[
 
     Names are compared without extension and without a trailing ``_labels``, ``_mask(s)``,
     ``_seg``, ``_pred``, ``_gt``, … so ``img1_labels.tif`` pairs with ``img1.png``.
+    A prediction folder that ``cytolens segment`` wrote (it holds ``<stem>_labels.*`` files)
+    gives its label images only: its other outputs (``_overlay.png``, ``_rois.zip``, …) are
+    skipped, and any other image in it is an error that names it (which file would be the
+    prediction is then not clear).
     Raises :class:`~cytolens.errors.ImageReadError` for missing paths and
     :class:`~cytolens.errors.InvalidParameterError` naming the unpaired files.
+
+    >>> import tempfile, numpy as np
+    >>> from cytolens.io import write_image, write_labels
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = write_labels(root / "truth" / "a.tif", np.eye(8, dtype=np.uint16))
+    >>> _ = write_labels(root / "results" / "a_labels.tif", np.eye(8, dtype=np.uint16))
+    >>> _ = write_image(root / "results" / "a_overlay.png", np.zeros((8, 8, 3), np.uint8))
+    >>> [(name, p.name, t.name) for name, p, t in pair_files(root / "results", root / "truth")]
+    [('a', 'a_labels.tif', 'a.tif')]
 
     Returns
     -------
@@ -91,6 +102,11 @@ def pair_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple[
         if not path.exists():
             raise ImageReadError(f"{what} not found: {path}")
     if pred.is_file() and truth.is_file():
+        from cytolens.io.results import file_stem, is_labels_file, is_result_file
+
+        if is_result_file(pred) and not is_labels_file(pred):
+            raise InvalidParameterError(f"{pred} is not a label image but another output of cytolens segment; give "
+                                        f"its label image, {file_stem(pred).rsplit('_', 1)[0]}_labels.tif")
         return [(_base_name(truth), pred, truth)]
     if pred.is_file() != truth.is_file():
         raise InvalidParameterError(f"give two files or two folders, not a {'file' if pred.is_file() else 'folder'} "
@@ -101,6 +117,8 @@ def pair_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple[
         files = list_images(folder)
         if not files:
             raise ImageReadError(f"{folder} holds no images (.tif, .png, .jpg, …)")
+        if side == "pred":
+            files = _segment_results(folder, files)
         for path in files:
             name = _base_name(path)
             if name in by_name[side]:
@@ -120,6 +138,23 @@ def pair_files(pred: str | os.PathLike, truth: str | os.PathLike) -> list[tuple[
     for name in sorted(by_name["truth"]):
         pairs.append((name, by_name["pred"][name], by_name["truth"][name]))
     return pairs
+
+
+def _segment_results(folder: Path, files: list[Path]) -> list[Path]:
+    """The prediction images of a folder: all of them, or in a folder ``cytolens segment`` wrote (one with
+    ``*_labels.*`` files) its label images only, its other outputs skipped and any other image an error."""
+    from cytolens.io.results import is_labels_file, is_result_file
+
+    labels = [path for path in files if is_labels_file(path)]
+    if not labels:
+        return files
+    others = [path.name for path in files if not is_result_file(path)]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InvalidParameterError(f"{folder} holds label images written by cytolens segment (*_labels.*) and "
+                                    f"other images ({shown}): which are the predictions is not clear; move the "
+                                    "other images out, or give a folder that holds the predictions only")
+    return labels
 
 
 def _prepare_output(output: str | os.PathLike, names: Sequence[str], overwrite: bool) -> list[Path]:

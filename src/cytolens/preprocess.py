@@ -245,8 +245,9 @@ def select_channel(image: np.ndarray, channel: int) -> np.ndarray:
     return image[..., channel]
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an image for segmentation: at least 2D, real, finite, not empty, not constant."""
+def check_image(image: np.ndarray, *, allow_constant: bool = False) -> np.ndarray:
+    """Validate an image for segmentation: at least 2D, real, finite, not empty, and not constant unless
+    ``allow_constant`` (segmenting a constant image gives no objects, with a warning)."""
     image = np.asarray(image)
     if image.ndim < 2:
         raise InvalidImageError(f"expected a 2D image (Y, X) or (Y, X, C); got an array of shape {image.shape}")
@@ -264,9 +265,18 @@ def check_image(image: np.ndarray) -> np.ndarray:
         if image.dtype.itemsize > 4 and np.abs(image).max() > _FLOAT32_MAX:
             raise InvalidImageError(f"image values reach {np.abs(image).max():.3g}, beyond float32's range "
                                     f"({_FLOAT32_MAX:.3g}); rescale the image first")
-    if image.min() == image.max():
+    if not allow_constant and is_constant(image):
         raise InvalidImageError("image is constant (all pixels equal): there is nothing to segment")
     return image
+
+
+def is_constant(image: np.ndarray) -> bool:
+    """True when every pixel of a (non-empty) image holds the same value: an empty well, a dark frame.
+
+    >>> is_constant(np.full((4, 4), 7)), is_constant(np.eye(4))
+    (True, False)
+    """
+    return bool(image.min() == image.max())
 
 
 def _per_axis(value, spatial_ndim: int, name: str) -> tuple:

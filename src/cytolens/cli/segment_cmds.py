@@ -7,34 +7,11 @@ from pathlib import Path
 
 import typer
 
-from cytolens.cli._common import progress_listener, user_errors
+from cytolens.cli._common import progress_listener, user_errors, warnings_about
 from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError, OutputExistsError
+from cytolens.io.results import file_stem, is_result_file, result_files
 
 models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
-
-
-def _stem(image_path: Path) -> str:
-    """The file name without its suffix, and without ``.ome`` for an OME-TIFF (``a.ome.tif`` → ``a``)."""
-    stem = image_path.stem
-    return stem[:-4] if stem.lower().endswith(".ome") else stem
-
-
-#: the outputs one may ask for besides labels and table: option → file name ending
-EXTRA_OUTPUTS = {"overlay": "_overlay.png", "rois": "_rois.zip", "geojson": "_objects.geojson"}
-
-
-def _outputs_for(image_path: Path, out_dir: Path, extras: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Label TIFF, measurement CSV and the ``extras`` asked for (keys of :data:`EXTRA_OUTPUTS`) of one input."""
-    stem = _stem(image_path)
-    outputs = {"labels": out_dir / f"{stem}_labels.tif", "table": out_dir / f"{stem}_cells.csv"}
-    outputs.update({extra: out_dir / f"{stem}{EXTRA_OUTPUTS[extra]}" for extra in extras})
-    return outputs
-
-
-def _is_output(path: Path) -> bool:
-    """True for files this command writes (``*_labels.*``, ``*_overlay.png``): skipped when a folder is read."""
-    stem = _stem(path)
-    return stem.endswith("_labels") or (stem.endswith("_overlay") and path.suffix.lower() == ".png")
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -96,6 +73,7 @@ def segment(
     from cytolens.api import segment as segment_api
     from cytolens.io import check_output_folder, read_image, write_labels, write_table
     from cytolens.io.rois import write_geojson, write_imagej_rois
+    from cytolens.nn.precision import effective_precision
     from cytolens.overlay import write_overlay
     from cytolens.progress import reporter
     from cytolens.tasks.segmentation.inference import check_settings
@@ -108,13 +86,15 @@ def segment(
     if min_size is not None:
         extra["min_size"] = min_size
     check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
+    # a CPU without bfloat16 says so once, not once per image
+    precision = effective_precision(precision, next(package.network.parameters()).device)
     check_output_folder(output)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
-            for target in _outputs_for(image_path, output, extras).values():
+            for target in result_files(image_path, output, extras).values():
                 if target.exists():
                     raise OutputExistsError(f"{target} exists; add --overwrite to replace it")
-    stems = [_stem(p) for p in images]
+    stems = [file_stem(p) for p in images]
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
     total, failed = 0, 0
@@ -122,16 +102,17 @@ def segment(
     for images_done, image_path in enumerate(images, start=1):
         try:
             image = read_image(image_path)
-            labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                                 gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
-                                 **extra)
+            with warnings_about(image_path):  # `warning: <image>: ...`, for each image that raises it
+                labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
+                                     gamma=gamma, filter_objects=filter_objects, precision=precision,
+                                     channel=channel, **extra)
         except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
             report(images_done, f"{image_path.name} failed")
             continue
-        targets = _outputs_for(image_path, output, extras)
+        targets = result_files(image_path, output, extras)
         write_labels(targets["labels"], labels, overwrite=overwrite)
         write_table(targets["table"], measure(labels, image), overwrite=overwrite)
         if overlay:
@@ -158,7 +139,7 @@ def _image_files(paths: list[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
-            found = [f for f in list_images(path) if not _is_output(f)]
+            found = [f for f in list_images(path) if not is_result_file(f)]
             if not found:
                 raise ImageReadError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files += found
@@ -177,12 +158,14 @@ def measure_command(
     image: Path | None = typer.Option(None, "--image", "-i", help="Intensity image for intensity columns."),
     output: Path = typer.Option(..., "-o", "--output", help="Table to write (.csv or .parquet)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing table."),
+    force: bool = typer.Option(False, "--force", help="Measure the labels even when they look like an intensity "
+                                                      "image or a mask (ids split into many pieces each)."),
 ) -> None:
     """Measure every object of a label image (morphology and per-channel intensity)."""
     from cytolens.api import measure
     from cytolens.io import read_image, write_table
 
-    table = measure(read_image(labels), None if image is None else read_image(image))
+    table = measure(read_image(labels), None if image is None else read_image(image), force=force)
     write_table(output, table, overwrite=overwrite)
     typer.echo(f"{len(table)} objects measured; table in {output}")
 
@@ -202,11 +185,13 @@ def models_list() -> None:
 
 @models_app.command("info")
 @user_errors
-def models_info(name: str = typer.Argument(..., help="Bundled model name or package path.")) -> None:
-    """Print a model's metadata (model.json)."""
+def models_info(name: str = typer.Argument(..., help="Bundled model name or package path."),
+                as_json: bool = typer.Option(False, "--json", help="Print the whole model.json instead.")) -> None:
+    """Describe a model: task, network and size, input, scale, post-processing, training data, scores, license."""
     from cytolens.models import read_meta
+    from cytolens.models.describe import describe
 
-    typer.echo(json.dumps(read_meta(name), indent=2))
+    typer.echo(json.dumps(read_meta(name), indent=2) if as_json else describe(name))
 
 
 @user_errors

@@ -43,14 +43,25 @@ def check_precision(precision: str) -> None:
         raise InvalidParameterError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
 
 
+def effective_precision(precision: str, device: torch.device, *, stacklevel: int = 2) -> str:
+    """``precision`` as it will run on ``device``: "bfloat16" falls back to "float32", with a warning, where the
+    hardware has no native bfloat16 (a caller that works through many images resolves it once, up front).
+
+    >>> effective_precision("float32", torch.device("cpu"))
+    'float32'
+    """
+    check_precision(precision)
+    if precision == "bfloat16" and not bfloat16_is_fast(device):
+        warnings.warn(f"this {device.type.upper()} has no native bfloat16 support; computing in float32 instead",
+                      stacklevel=stacklevel + 1)
+        return "float32"
+    return precision
+
+
 def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:
     """A factory of contexts for forward passes at ``precision`` ("float32" or "bfloat16") on ``device``."""
-    check_precision(precision)
-    if precision == "bfloat16" and bfloat16_is_fast(device):
+    if effective_precision(precision, device, stacklevel=3) == "bfloat16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "bfloat16":
-        warnings.warn(f"this {device.type.upper()} has no native bfloat16 support; computing in float32 instead",
-                      stacklevel=3)
     return contextlib.nullcontext
 
 

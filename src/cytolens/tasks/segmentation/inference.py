@@ -22,7 +22,7 @@ from cytolens.errors import InvalidImageError, InvalidModelError, InvalidParamet
 from cytolens.models.package import ModelPackage
 from cytolens.nn.precision import autocast_for, check_precision
 from cytolens.nn.predictor import flip_averaged, network_predictor
-from cytolens.preprocess import PercentileNormalizer, check_image, predict_tiled, rescale, resize_to
+from cytolens.preprocess import PercentileNormalizer, check_image, is_constant, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation.object_filter import ObjectFilter
 from cytolens.tasks.segmentation.size_model import SizeModel, style_of
@@ -37,9 +37,9 @@ ESTIMATE_CROP = 768
 ESTIMATE_CROPS = 4
 
 
-def as_yxc(image: np.ndarray) -> np.ndarray:
+def as_yxc(image: np.ndarray, *, allow_constant: bool = False) -> np.ndarray:
     """Validate a 2D image and return it as ``(Y, X, C)`` with C in (1, 3)."""
-    image = check_image(image)
+    image = check_image(image, allow_constant=allow_constant)
     if image.ndim == 2:
         return image[..., None]
     if image.ndim == 3 and image.shape[2] in (1, 3):
@@ -276,13 +276,20 @@ def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float |
                   filter_objects: bool = True, precision: str = "float32", **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background).
 
+    A constant image (all pixels equal: an empty well) gives no objects, with a warning.
+
     With ``filter_objects`` and an object filter in the package (``object_filter.json``),
     objects its classifier judges spurious are dropped (see :mod:`.object_filter`).
     ``precision="bfloat16"`` runs the network in mixed precision (see :mod:`cytolens.nn.precision`).
     """
     _require_segmentation(package)
     autocast = autocast_for(precision, next(package.network.parameters()).device)
-    image_yxc = as_yxc(image)
+    image_yxc = as_yxc(image, allow_constant=True)
+    if is_constant(image_yxc):  # an empty well: no objects, not an error (a plate run goes on)
+        check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, gamma=gamma,
+                       precision=precision, **postprocess)
+        warnings.warn("image is constant (all pixels equal): no objects", UserWarning, stacklevel=3)
+        return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
     prep = tile_preparer(package, image_yxc, gamma)
     with autocast():
         outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,

@@ -96,13 +96,63 @@ def test_a_folder_is_segmented_and_a_bad_file_in_it_does_not_stop_the_others(ima
         "is a valid .tif file, not a damaged or renamed one",
         "error: 1 of 3 images failed; the other 2 are segmented"]
     assert read_image(folder / "a_labels.tif").max() > 5 and read_image(folder / "b_labels.tif").max() > 5
+    # the run summary: one row per input, the failed one included
+    summary = pd.read_csv(folder / "segment_summary.csv")
+    assert list(summary.columns) == ["file", "status", "objects", "diameter", "diameter_from", "scale", "certainty",
+                                     "filter_rejected", "warnings", "error"]
+    assert list(summary["file"]) == [str(folder / name) for name in ("a.tif", "b.png", "broken.tif")]
+    ok, failed = summary.iloc[:2], summary.iloc[2]
+    assert list(summary["status"]) == ["ok", "ok", "failed"] and list(ok["diameter_from"]) == ["given"] * 2
+    assert list(ok["objects"]) == [read_image(folder / f"{s}_labels.tif").max() for s in "ab"]
+    assert list(ok["diameter"]) == [20, 20] and list(ok["scale"]) == [1, 1] and ok["certainty"].between(0.4, 1).all()
+    assert summary["warnings"].isna().all() and ok["error"].isna().all()
+    assert failed[["objects", "diameter", "diameter_from", "scale", "certainty", "filter_rejected"]].isna().all()
+    assert failed["error"].startswith(f"cannot read {folder / 'broken.tif'} as an image")
     (folder / "broken.tif").unlink()
     # run again into the same folder: its own *_labels outputs are not taken for images
     again = run("segment", str(folder), "-o", str(folder), "-q", "--diameter", "20", "--model", "nuclei_fast",
                 "--overwrite")
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_cells.csv", "a_labels.tif", "b.png",
-                                                        "b_cells.csv", "b_labels.tif"]
+                                                        "b_cells.csv", "b_labels.tif", "segment_summary.csv"]
+    assert len(pd.read_csv(folder / "segment_summary.csv")) == 2
+
+
+def test_each_image_gets_a_line_and_a_later_run_adds_its_rows_to_the_summary(images, tmp_path):
+    out = tmp_path / "out"
+    result = run("segment", str(images[0]), "-o", str(out), "--model", "nuclei_fast")
+    assert result.returncode == 0, result.stderr
+    row = pd.read_csv(out / "segment_summary.csv").iloc[0]
+    assert row["status"] == "ok" and row["diameter_from"] == "estimated" and row["certainty"] > 0.4
+    assert result.stdout.splitlines() == [
+        f"a.tif: {row['objects']} objects, diameter {row['diameter']:.3g} px (estimated), scale {row['scale']:.3g}",
+        f"{row['objects']} objects in 1 image(s); results in {out}, run summary in {out / 'segment_summary.csv'}"]
+    # another image into the same folder: the earlier run's row is kept, this run's is added
+    before = pd.read_csv(out / "segment_summary.csv")
+    again = run("segment", str(images[1]), "-o", str(out), "-q", "--model", "nuclei_fast")
+    assert again.returncode == 0, again.stderr
+    after = pd.read_csv(out / "segment_summary.csv")
+    assert list(after["file"]) == [str(images[0]), str(images[1])]
+    pd.testing.assert_frame_equal(after.iloc[:1], before)
+    # --summary writes elsewhere and leaves the folder's summary alone; --overwrite starts it afresh
+    elsewhere = tmp_path / "runs" / "b.csv"
+    assert run("segment", str(images[1]), "-o", str(out), "-q", "--model", "nuclei_fast", "--summary",
+               str(elsewhere), "--overwrite").returncode == 0
+    assert list(pd.read_csv(elsewhere)["file"]) == [str(images[1])]
+    assert len(pd.read_csv(out / "segment_summary.csv")) == 2
+    assert run("segment", str(images[1]), "-o", str(out), "-q", "--model", "nuclei_fast",
+               "--overwrite").returncode == 0
+    assert list(pd.read_csv(out / "segment_summary.csv")["file"]) == [str(images[1])]
+    # a file of that name that is not a run summary is never replaced unasked
+    (out / "segment_summary.csv").write_text("my,own\n1,2\n")
+    refused = run("segment", str(images[0]), "-o", str(out), "-q", "--model", "nuclei_fast", "--overwrite",
+                  "--summary", str(out / "segment_summary.csv"))
+    assert refused.returncode == 0  # --overwrite was asked for
+    (out / "notes.csv").write_text("my,own\n1,2\n")
+    kept = run("segment", str(images[0]), "-o", str(tmp_path / "out2"), "-q", "--model", "nuclei_fast",
+               "--summary", str(out / "notes.csv"))
+    assert kept.returncode == 1 and "is not a run summary" in kept.stderr
+    assert (out / "notes.csv").read_text() == "my,own\n1,2\n"
 
 
 def test_overlay_outlines_the_objects_and_is_not_read_back_as_an_input(images, tmp_path):
@@ -132,7 +182,8 @@ def test_overlay_outlines_the_objects_and_is_not_read_back_as_an_input(images, t
     assert (folder / "a_overlay.png").read_bytes() == before
     assert run(*args, "--overwrite").returncode == 0
     assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_cells.csv", "a_labels.tif", "a_overlay.png",
-                                                        "b.png", "b_cells.csv", "b_labels.tif", "b_overlay.png"]
+                                                        "b.png", "b_cells.csv", "b_labels.tif", "b_overlay.png",
+                                                        "segment_summary.csv"]
 
 
 def test_rois_and_geojson_have_one_outline_per_object_named_by_label(images, tmp_path):

@@ -117,7 +117,8 @@ def test_segment_applies_the_package_filter_only_when_asked():
     everything = cytolens.segment(image, nuclei, diameter=20, filter_objects=False)
     reject_all = dataclasses.replace(nuclei, extras={**nuclei.extras,
                                                      "object_filter": rejects_low_foreground(1.01).to_dict()})
-    assert cytolens.segment(image, reject_all, diameter=20).max() == 0
+    with pytest.warns(UserWarning, match="object filter of model 'nuclei' removed 100% of the foreground"):
+        assert cytolens.segment(image, reject_all, diameter=20).max() == 0
     np.testing.assert_array_equal(cytolens.segment(image, reject_all, diameter=20, filter_objects=False), everything)
     filtered = cytolens.segment(image, nuclei, diameter=20)
     assert filtered.max() <= everything.max()

@@ -13,12 +13,16 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cytolens import models
 from cytolens.measure import measure  # re-exported: cytolens.measure(labels, image)
 from cytolens.models.package import ModelPackage
+
+if TYPE_CHECKING:
+    from cytolens.tasks.segmentation.inference import SegmentationInfo
 
 __all__ = ["clear_model_cache", "measure", "segment"]
 
@@ -91,8 +95,9 @@ def segment(
     filter_objects: bool = True,
     precision: str = "float32",
     channel: int | None = None,
+    return_info: bool = False,
     **postprocess,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, SegmentationInfo]:
     """Segment every object of a 2D image into a label image.
 
     Parameters
@@ -124,6 +129,11 @@ def segment(
         Segment only this channel of a ``(Y, X, C)`` image (0 = the first), e.g. the
         nuclear stain (DAPI, Hoechst) of a multichannel image; None uses the image as
         it is (grayscale or RGB).
+    return_info : bool
+        Also return a :class:`~cytolens.tasks.segmentation.inference.SegmentationInfo`:
+        the diameter used (estimated or given), the scale applied, the object count, the
+        network's certainty and the share of the foreground the object filter removed,
+        and the warnings the image raised. The labels are the same either way.
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -132,12 +142,31 @@ def segment(
     -------
     labels : ndarray of uint32, shape (Y, X)
         0 = background, objects numbered 1..N.
+    info : SegmentationInfo
+        Only with ``return_info=True``.
+
+    Warns
+    -----
+    UserWarning
+        One sentence each, when the image looks unlike the model's training data: an
+        estimated diameter below what an estimate may enlarge to (the enlargement is then
+        capped at 3x) or outside the size model's range, a network unsure of the image,
+        an object filter that removed most of the foreground.
+
+    Examples
+    --------
+    >>> from cytolens.data.synthetic import synthetic_nuclei
+    >>> image, _ = synthetic_nuclei(shape=(128, 128), n_nuclei=8, seed=1)
+    >>> labels, info = segment(image, "nuclei_fast", return_info=True)
+    >>> info.estimated, info.n_objects == int(labels.max()), info.warnings
+    (True, True, [])
     """
     from cytolens.preprocess import select_channel
-    from cytolens.tasks.segmentation.inference import segment_image
+    from cytolens.tasks.segmentation.inference import segment_image_with_info
 
     if channel is not None:
         image = select_channel(image, channel)
-    return segment_image(_load(model), image, diameter=diameter, tile_size=tile_size, overlap=overlap,
-                         augment=augment, gamma=gamma, filter_objects=filter_objects, precision=precision,
-                         **postprocess)
+    labels, info = segment_image_with_info(_load(model), image, diameter=diameter, tile_size=tile_size,
+                                           overlap=overlap, augment=augment, gamma=gamma,
+                                           filter_objects=filter_objects, precision=precision, **postprocess)
+    return (labels, info) if return_info else labels

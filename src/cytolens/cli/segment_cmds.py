@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,7 +12,57 @@ from cytolens.cli._common import progress_listener, user_errors, warnings_about
 from cytolens.errors import ImageReadError, InvalidImageError, InvalidParameterError, OutputExistsError
 from cytolens.io.results import file_stem, is_result_file, result_files
 
+if TYPE_CHECKING:
+    from cytolens.tasks.segmentation.inference import SegmentationInfo
+
 models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
+
+
+#: the run summary ``cytolens segment`` writes in its output folder unless ``--summary`` names another file
+SUMMARY_NAME = "segment_summary.csv"
+#: its columns, one row per input image
+SUMMARY_COLUMNS = ("file", "status", "objects", "diameter", "diameter_from", "scale", "certainty", "filter_rejected",
+                   "warnings", "error")
+
+
+def _summary_row(image_path: Path, info: SegmentationInfo | None = None, error: str = "") -> dict:
+    """One row of the run summary: how an image was segmented (``info``), or why it failed (``error``)."""
+    if info is None:
+        return {"file": str(image_path), "status": "failed", "error": error}
+    return {"file": str(image_path), "status": "ok", "objects": info.n_objects,
+            "diameter": _rounded(info.diameter, 2), "diameter_from": "estimated" if info.estimated else "given",
+            "scale": _rounded(info.scale, 4), "certainty": _rounded(info.certainty, 3),
+            "filter_rejected": _rounded(info.filter_rejected, 3), "warnings": " | ".join(info.warnings)}
+
+
+def _earlier_summary(path: Path) -> list[dict]:
+    """The rows of a run summary an earlier ``cytolens segment`` wrote; a clear error if it is not one."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise OutputExistsError(f"{path} exists and is not a readable run summary ({exc}); add --overwrite to "
+                                "replace it, or --summary to write the run summary to another file") from None
+    if tuple(table.columns) != SUMMARY_COLUMNS:
+        raise OutputExistsError(f"{path} exists and is not a run summary of cytolens segment (columns "
+                                f"{', '.join(table.columns)}); add --overwrite to replace it, or --summary to write "
+                                "the run summary to another file")
+    return table.to_dict("records")
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _image_line(image_path: Path, info: SegmentationInfo) -> str:
+    """The line ``cytolens segment`` prints for one image (unless ``--quiet``)."""
+    if info.diameter is None:
+        line = f"{image_path.name}: 0 objects (none found to estimate the diameter from)"
+    else:
+        line = (f"{image_path.name}: {info.n_objects} objects, diameter {info.diameter:.3g} px "
+                f"({'estimated' if info.estimated else 'given'}), scale {info.scale:.3g}")
+    return line + (f", {len(info.warnings)} warning(s)" if info.warnings else "")
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -60,14 +111,24 @@ def segment(
                                                      "named by its label, for the ImageJ / Fiji ROI Manager."),
     geojson: bool = typer.Option(False, "--geojson", help="Also write <stem>_objects.geojson: each object as a "
                                                            "polygon (a detection named by its label), for QuPath."),
+    summary: Path | None = typer.Option(None, "--summary", help="Run summary CSV: one row per image with its "
+                                                                "status, object count, diameter, scale and "
+                                                                "warnings (default: <output>/segment_summary.csv; "
+                                                                "a later run adds its rows)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, per-image lines or closing line "
+                                                            "(the summary CSV is still written)."),
 ) -> None:
     """Segment each image; write a label TIFF and a per-object measurement CSV for each.
 
-    An image that cannot be read or segmented is reported on its own line and the
-    others are still segmented; the exit status is then 1.
+    Each image gets a line (objects found, the diameter used and whether it was
+    estimated, the scale) and a row in the run summary CSV. An image that cannot be
+    read or segmented is reported on its own line and the others are still segmented;
+    the exit status is then 1.
     """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
     from cytolens import models
     from cytolens.api import measure
     from cytolens.api import segment as segment_api
@@ -89,6 +150,10 @@ def segment(
     # a CPU without bfloat16 says so once, not once per image
     precision = effective_precision(precision, next(package.network.parameters()).device)
     check_output_folder(output)
+    summary = summary or output / SUMMARY_NAME
+    if summary.is_dir():
+        raise OutputExistsError(f"{summary} is a folder; --summary takes the name of the CSV file to write")
+    check_output_folder(summary.parent)
     if not overwrite:  # refuse before doing any work
         for image_path in images:
             for target in result_files(image_path, output, extras).values():
@@ -98,18 +163,28 @@ def segment(
     if len(set(stems)) != len(stems):
         raise InvalidParameterError("two inputs share a file name stem; their outputs would collide")
     total, failed = 0, 0
+    # a summary from an earlier run into the same folder is kept: this run's rows are added after its rows
+    rows: list[dict] = [] if overwrite or not summary.exists() else _earlier_summary(summary)
+    earlier = len(rows)
+
+    def add_row(row: dict) -> None:  # rewritten after each image: an interrupted run keeps its summary so far
+        rows.append(row)
+        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"objects": "Int64"})  # blank when failed
+        write_table(summary, table, overwrite=overwrite or earlier > 0 or len(rows) > 1)
+
     report = reporter(progress_listener(quiet), "segmenting", total=len(images))
     for images_done, image_path in enumerate(images, start=1):
         try:
             image = read_image(image_path)
             with warnings_about(image_path):  # `warning: <image>: ...`, for each image that raises it
-                labels = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                                     gamma=gamma, filter_objects=filter_objects, precision=precision,
-                                     channel=channel, **extra)
+                labels, info = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
+                                           gamma=gamma, filter_objects=filter_objects, precision=precision,
+                                           channel=channel, return_info=True, **extra)
         except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
+            add_row(_summary_row(image_path, error=str(exc)))
             report(images_done, f"{image_path.name} failed")
             continue
         targets = result_files(image_path, output, extras)
@@ -122,12 +197,15 @@ def segment(
         if geojson:
             write_geojson(targets["geojson"], labels, overwrite=overwrite)
         total += int(labels.max())
+        add_row(_summary_row(image_path, info))
+        if not quiet:
+            tqdm.write(_image_line(image_path, info))  # above the progress bar, not through it
         report(images_done, image_path.name)
     done = len(images) - failed
     if failed and len(images) > 1:
         typer.echo(f"error: {failed} of {len(images)} images failed; the other {done} are segmented", err=True)
     if not quiet and done:
-        typer.echo(f"{total} objects in {done} image(s); results in {output}")
+        typer.echo(f"{total} objects in {done} image(s); results in {output}, run summary in {summary}")
     if failed:
         raise typer.Exit(code=1)
 

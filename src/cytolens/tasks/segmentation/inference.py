@@ -7,6 +7,12 @@ None it is estimated by a first pass at the image's own scale (on a few
 crops for large images), followed by a second pass at the corrected scale.
 Network outputs are resized back, so post-processing happens at the image's own
 resolution and object outlines keep their detail.
+
+Each call can say how well the image suited the model (:class:`SegmentationInfo`,
+``cytolens.segment(..., return_info=True)``): the diameter and scale used, the object
+count, how sure the network was, how much the object filter removed; and it warns
+(``UserWarning``, one sentence each) when the image looks unlike the model's training
+data. An estimated diameter may enlarge the image at most ``MAX_ESTIMATED_SCALE`` times.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import sys
 import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +40,70 @@ from cytolens.tasks.segmentation.size_model import SizeModel, style_of
 SCALE_TOLERANCE = 0.1
 #: the resizing a model may apply to an image (target diameter / diameter is limited to this range)
 MIN_SCALE, MAX_SCALE = 0.1, 10.0
+#: the most an *estimated* diameter may enlarge an image (a diameter given by the user may enlarge it up to
+#: MAX_SCALE). The bundled models' training images (DSB2018 train split) have median nucleus diameters of
+#: 7.05 px and more, so training enlarged none more than 20 / 7.05 = 2.84x; an estimate that asks for more is
+#: far more often wrong (whole cells, texture taken for tiny nuclei) than right, and the time grows with the
+#: square of the scale (4.4x: 108 s for a 1-megapixel phase-contrast image). The largest estimated scale on
+#: the 80 DSB2018 test images is 2.55 (first pass, nuclei_pixel_classes; 2.40 for nuclei), so none is capped.
+MAX_ESTIMATED_SCALE = 3.0
+#: foreground probabilities the certainty is counted with: pixels above LEANING are those the network leans
+#: to call foreground, those at SURE or above it is sure of
+LEANING, SURE = 0.25, 0.75
+#: below this share of sure pixels among the leaning ones, the network is unsure of the image: on DSB2018
+#: train images of every modality the share is 0.59-0.91 for nuclei (27 images) and 0.46-0.89 for nuclei_fast
+#: (34), on frames of the CTC movies 0.73-0.90 (nuclei, gamma 0.67); on phase-contrast whole cells (Usiigaci)
+#: and blurred noise 0.19-0.32 for nuclei and 0.27-0.31 for nuclei_fast
+MIN_CERTAINTY = 0.4
+#: above this share of the watershed's foreground removed by the object filter, the image looks unlike the
+#: training data: on the same DSB2018 train images at most 0.14 (nuclei) and 0.32 (nuclei_fast); on
+#: phase-contrast whole cells 0.77-0.99 (nuclei) and 0.53 (nuclei_fast)
+MAX_FILTER_REJECTED = 0.5
+#: where cytolens' own modules live: a warning is attributed to the first caller outside them
+_PACKAGE_DIR = str(Path(__file__).parents[2])
+
+
+@dataclass
+class SegmentationInfo:
+    """How one image was segmented and how well it suited the model.
+
+    Attributes
+    ----------
+    diameter : float or None
+        The object diameter (pixels) the scale was set from: estimated or given; None
+        when no object was found to estimate it from.
+    estimated : bool
+        True when ``diameter`` was estimated from the image.
+    scale : float
+        The resizing applied to the image before the network (1.0 = none).
+    n_objects : int
+        Objects in the returned label image.
+    certainty : float or None
+        Share of the pixels the network leans to call foreground (probability above
+        ``LEANING``) that it is sure of (``SURE`` or above); None when nothing leans to
+        foreground or the model has no foreground output.
+    filter_rejected : float or None
+        Share of the watershed's foreground pixels the object filter removed; None when
+        no filter ran.
+    warnings : list of str
+        The warnings this image raised (each also issued as a ``UserWarning``).
+    """
+
+    diameter: float | None
+    estimated: bool
+    scale: float
+    n_objects: int = 0
+    certainty: float | None = None
+    filter_rejected: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _warn(message: str) -> None:
+    """``warnings.warn(message, UserWarning)`` attributed to the first caller outside cytolens (the user's line)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 #: side of the crops used to estimate the diameter of a large image
 ESTIMATE_CROP = 768
 #: how many crops (those with the most contrast) a large image's diameter is estimated on
@@ -231,7 +304,7 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
         plain = prep.without_gamma()
         styles = np.stack([style_of(package.inference_network, plain(crop)) for crop in crops])
         guess = float(np.median(size_model.predict(styles)))
-    scale = float(np.clip(target / guess, MIN_SCALE, MAX_SCALE))
+    scale = float(np.clip(target / guess, MIN_SCALE, MAX_ESTIMATED_SCALE))
     areas = []
     for crop in crops:
         outputs = predict_outputs(package, crop, scale, prep, tile_size, overlap, augment)
@@ -245,17 +318,40 @@ def _estimate(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer,
     return float(np.median(2 * np.sqrt(areas / np.pi))), scale, whole
 
 
-def _clipped_scale(target: float, diameter: float, estimated: bool) -> float:
-    """``target / diameter`` limited to the resizing a model allows (0.1-10), with a warning when limited."""
+def _limited_scale(package: ModelPackage, diameter: float, estimated: bool) -> tuple[float, str | None]:
+    """``target / diameter`` limited to the resizing allowed, and a warning when it was limited or looks wrong.
+
+    A given diameter may resize by ``MIN_SCALE`` to ``MAX_SCALE``; an estimated one may
+    enlarge by at most ``MAX_ESTIMATED_SCALE``, and one beyond the diameters the package's
+    size model was fitted on (``diameter_range`` in ``size_model.json``) is flagged.
+
+    >>> from cytolens.models import load
+    >>> _limited_scale(load("nuclei"), 40.0, estimated=True)
+    (0.5, None)
+    >>> _limited_scale(load("nuclei"), 4.0, estimated=True)[0]
+    3.0
+    """
+    target = package.meta["scale"]["target_diameter"]
     scale = target / diameter
+    name = package.name
+    if estimated and scale > MAX_ESTIMATED_SCALE:
+        return MAX_ESTIMATED_SCALE, (
+            f"the estimated diameter {diameter:.2g} px is below the {target / MAX_ESTIMATED_SCALE:.2g} px model "
+            f"{name!r} accepts from an estimate, so the image was enlarged {MAX_ESTIMATED_SCALE:g}x instead of "
+            f"{scale:.2g}x: if the objects really are that small give the diameter (--diameter, diameter= in "
+            "Python), otherwise the image is unlike the model's training data and another model may suit it")
     limited = float(np.clip(scale, MIN_SCALE, MAX_SCALE))
     if limited != scale:
         which = "the estimated diameter" if estimated else "diameter"
-        warnings.warn(f"{which} {diameter:.4g} px is outside what this model handles ({target / MAX_SCALE:g} to "
-                      f"{target / MIN_SCALE:g} px): the image is resized by {limited:g} instead of {scale:.3g}, "
-                      f"so its objects reach the network at {diameter * limited:.3g} px, not {target:g}",
-                      UserWarning, stacklevel=5)  # the caller of cytolens.segment
-    return limited
+        return limited, (f"{which} {diameter:.4g} px is outside what this model handles ({target / MAX_SCALE:g} to "
+                         f"{target / MIN_SCALE:g} px): the image is resized by {limited:g} instead of {scale:.3g}, "
+                         f"so its objects reach the network at {diameter * limited:.3g} px, not {target:g}")
+    fitted = package.extras.get("size_model", {}).get("diameter_range")
+    if estimated and fitted and not fitted[0] <= diameter <= fitted[1]:
+        return scale, (f"the estimated diameter {diameter:.3g} px is outside the {fitted[0]:.2g}-{fitted[1]:.3g} px "
+                       f"the size model of {name!r} was fitted on, so it may be wrong: give the diameter "
+                       "(--diameter, diameter= in Python) or try another model")
+    return scale, None
 
 
 def _applied(scale: float) -> float:
@@ -281,6 +377,23 @@ def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float |
     With ``filter_objects`` and an object filter in the package (``object_filter.json``),
     objects its classifier judges spurious are dropped (see :mod:`.object_filter`).
     ``precision="bfloat16"`` runs the network in mixed precision (see :mod:`cytolens.nn.precision`).
+    :func:`segment_image_with_info` also says how well the image suited the model.
+    """
+    return segment_image_with_info(package, image, diameter=diameter, tile_size=tile_size, overlap=overlap,
+                                   augment=augment, gamma=gamma, filter_objects=filter_objects,
+                                   precision=precision, **postprocess)[0]
+
+
+def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diameter: float | None = None,
+                            tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
+                            filter_objects: bool = True, precision: str = "float32",
+                            **postprocess) -> tuple[np.ndarray, SegmentationInfo]:
+    """:func:`segment_image`'s labels and a :class:`SegmentationInfo` on how the image suited the model.
+
+    Warns (``UserWarning``, also listed in ``info.warnings``) when the diameter had to be
+    limited or looks wrong, when the network is unsure of the image (``certainty`` below
+    ``MIN_CERTAINTY``) and when the object filter removed most of the foreground
+    (``filter_rejected`` above ``MAX_FILTER_REJECTED``).
     """
     _require_segmentation(package)
     autocast = autocast_for(precision, next(package.network.parameters()).device)
@@ -292,12 +405,50 @@ def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float |
         return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
     prep = tile_preparer(package, image_yxc, gamma)
     with autocast():
-        outputs, labels, scale = segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,
+        outputs, labels, info = _segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,
                                                  overlap=overlap, augment=augment, **postprocess)
-    if outputs is None or not filter_objects or "object_filter" not in package.extras:
-        return labels
-    object_filter = ObjectFilter.from_dict(package.extras["object_filter"])
-    return object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, scale)
+    if outputs is not None:
+        info.certainty = foreground_certainty(package, outputs)
+        if info.certainty is not None and info.certainty < MIN_CERTAINTY:
+            info.warnings.append(
+                f"model {package.name!r} is unsure of this image (sure of {info.certainty:.0%} of the pixels it "
+                f"leans to call foreground, under {MIN_CERTAINTY:.0%}), which looks unlike its training data: "
+                "check the result, and give the diameter (--diameter, diameter= in Python) or try another model")
+    if outputs is not None and filter_objects and "object_filter" in package.extras:
+        object_filter = ObjectFilter.from_dict(package.extras["object_filter"])
+        found = np.count_nonzero(labels)
+        labels = object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, info.scale)
+        info.filter_rejected = float(1 - np.count_nonzero(labels) / found) if found else 0.0
+        if info.filter_rejected > MAX_FILTER_REJECTED:
+            info.warnings.append(
+                f"the object filter of model {package.name!r} removed {info.filter_rejected:.0%} of the foreground "
+                "the watershed found, so the image looks unlike the model's training data: check the result "
+                "(--keep-all-objects, filter_objects=False in Python, keeps them), and give the diameter "
+                "(--diameter, diameter= in Python) or try another model")
+    info.n_objects = int(labels.max())
+    for message in info.warnings:
+        _warn(message)
+    return labels, info
+
+
+def foreground_certainty(package: ModelPackage, outputs: np.ndarray) -> float | None:
+    """Share of the pixels the network leans to call foreground (probability > ``LEANING``) it is sure of (>= ``SURE``).
+
+    None when no pixel leans to foreground, or when the schema has no foreground output
+    (pixel classes).
+
+    >>> from cytolens.models import load
+    >>> logits = np.array([[[-5.0, 0.0, 3.0, 4.0]]] * 3)  # probabilities 0.007, 0.5, 0.95, 0.98
+    >>> foreground_certainty(load("nuclei"), logits)
+    0.6666666666666666
+    """
+    if 0 not in getattr(SCHEMAS[package.meta["schema"]], "BINARY_TARGETS", ()):
+        return None
+    logits = outputs[0]  # compared as logits: no full-size probability map
+    leaning = np.count_nonzero(logits > math.log(LEANING / (1 - LEANING)))
+    if leaning == 0:
+        return None
+    return float(np.count_nonzero(logits >= math.log(SURE / (1 - SURE))) / leaning)
 
 
 def check_settings(package: ModelPackage, *, diameter: float | None = None, tile_size: int = 512, overlap: int = 64,
@@ -328,18 +479,29 @@ def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePre
     ``segment_image`` without the object filter; returns ``(outputs, labels, scale)``,
     outputs None when no object was found while estimating the diameter.
     """
+    outputs, labels, info = _segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,
+                                             overlap=overlap, augment=augment, **postprocess)
+    for message in info.warnings:
+        _warn(message)
+    return outputs, labels, info.scale
+
+
+def _segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, *,
+                     diameter: float | None = None, tile_size: int = 512, overlap: int = 64, augment: bool = False,
+                     **postprocess) -> tuple[np.ndarray | None, np.ndarray, SegmentationInfo]:
+    """:func:`segment_outputs` with a :class:`SegmentationInfo` (diameter, scale, warnings not yet issued)."""
     check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, **postprocess)
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
-    target = package.meta["scale"]["target_diameter"]
     estimated = diameter is None
     if estimated:
         diameter, used_scale, whole = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)
         if diameter == 0.0:
-            return None, np.zeros(image_yxc.shape[:2], dtype=np.uint32), 1.0
-        same_scale = abs(_applied(target / diameter) / _applied(used_scale) - 1) <= SCALE_TOLERANCE
-        if whole is not None and same_scale:
-            return (*whole, _applied(used_scale))
-    scale = _applied(_clipped_scale(target, diameter, estimated))
-    outputs = predict_outputs(package, image_yxc, scale, prep, tile_size, overlap, augment)
-    return outputs, postprocess_outputs(package, outputs, scale, **postprocess), scale
+            return None, np.zeros(image_yxc.shape[:2], dtype=np.uint32), SegmentationInfo(None, True, 1.0)
+    scale, warning = _limited_scale(package, diameter, estimated)
+    info = SegmentationInfo(diameter, estimated, _applied(scale), warnings=[warning] if warning else [])
+    if estimated and whole is not None and abs(_applied(scale) / _applied(used_scale) - 1) <= SCALE_TOLERANCE:
+        info.scale = _applied(used_scale)
+        return (*whole, info)
+    outputs = predict_outputs(package, image_yxc, info.scale, prep, tile_size, overlap, augment)
+    return outputs, postprocess_outputs(package, outputs, info.scale, **postprocess), info

@@ -27,13 +27,19 @@ STYLE_CROP = 512
 
 @dataclass
 class SizeModel:
-    """Ridge regression ``log(diameter) = (style - mean) / std · coef + intercept``."""
+    """Ridge regression ``log(diameter) = (style - mean) / std · coef + intercept``.
+
+    ``diameter_range`` is the smallest and largest diameter (pixels) it was fitted on
+    (the training images' median diameters times the zooms); None in size models
+    fitted before it was recorded.
+    """
 
     mean: list[float]
     std: list[float]
     coef: list[float]
     intercept: float
     alpha: float
+    diameter_range: list[float] | None = None
 
     def predict(self, styles: np.ndarray) -> np.ndarray:
         z = (np.atleast_2d(styles) - np.asarray(self.mean)) / np.asarray(self.std)
@@ -102,4 +108,5 @@ def fit_size_model(network: torch.nn.Module, images: Iterable[np.ndarray], diame
     alpha = float(alphas[int(np.argmin(errors))])
     intercept = float(y.mean())
     coef = _ridge(z, y - intercept, alpha)
-    return SizeModel(mean.tolist(), std.tolist(), coef.tolist(), intercept, alpha)
+    fitted = [float(np.exp(y.min())), float(np.exp(y.max()))]
+    return SizeModel(mean.tolist(), std.tolist(), coef.tolist(), intercept, alpha, fitted)

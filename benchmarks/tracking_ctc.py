@@ -260,8 +260,10 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             res = evaluate_sequence(folder, str(gt), metrics=list(METRICS), threads=1)
     tp, fp, fn = (int(res[f"{k}_div(0)"]) for k in ("tp", "fp", "fn"))
+    # py-ctcmetrics gives no BC for a movie without divisions in truth or result: F1 is then undefined (NaN)
+    f1 = float(res["BC(0)"]) if res["BC(0)"] is not None else (2 * tp / (2 * tp + fp + fn) if fp + fn else np.nan)
     return {"TRA": float(res["TRA"]), "DET": float(res["DET"]), "LNK": float(res["LNK"]),
-            "division_f1": float(res["BC(0)"]), "division_precision": tp / (tp + fp) if tp + fp else 0.0,
+            "division_f1": f1, "division_precision": tp / (tp + fp) if tp + fp else 0.0,
             "division_recall": tp / (tp + fn) if tp + fn else 0.0, "divisions_tp_fp_fn": [tp, fp, fn],
             "AOGM": float(res["AOGM"]), "valid": int(res.get("Valid", 1) or 1)}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cytolens.data import synthetic_movie, synthetic_nuclei
+from cytolens.data import Mitosis, synthetic_movie, synthetic_nuclei
 from cytolens.errors import InvalidParameterError
 
 
@@ -196,3 +196,75 @@ def test_movie_without_divisions_keeps_its_tracks():
 def test_movie_invalid_parameters_raise(kwargs):
     with pytest.raises(InvalidParameterError):
         synthetic_movie(**kwargs)
+
+
+# --- movie with varied mitoses ------------------------------------------------------------
+
+VARIED = Mitosis(condensation=(0.5, 0.6), condensation_frames=(2, 2), daughter_area=(0.3, 0.7), held=(3, 3),
+                 separation_speed=(2.0, 2.0), growth_frames=(6, 6))
+
+
+@pytest.fixture(scope="module")
+def varied_movie():
+    return synthetic_movie(n_frames=20, shape=(160, 160), n_cells=8, divisions=3, seed=3, mitosis=VARIED)
+
+
+def test_varied_movie_is_deterministic_and_keeps_the_ctc_convention(varied_movie):
+    _, labels, tracks = varied_movie
+    again = synthetic_movie(n_frames=20, shape=(160, 160), n_cells=8, divisions=3, seed=3, mitosis=VARIED)
+    np.testing.assert_array_equal(again[1], labels)
+    for row in tracks.itertuples():
+        present = [t for t in range(len(labels)) if (labels[t] == row.label).any()]
+        assert present == list(range(row.begin, row.end + 1)), row
+    daughters = tracks[tracks.parent > 0]
+    assert len(daughters) >= 4 and daughters.groupby("parent").size().eq(2).all()
+    by_label = tracks.set_index("label")
+    for mother, pair in daughters.groupby("parent"):
+        assert by_label.loc[mother, "end"] == pair["begin"].iloc[0] - 1
+
+
+def test_varied_mothers_condense_and_daughters_touch_then_separate_and_grow(varied_movie):
+    _, labels, tracks = varied_movie
+    by_label = tracks.set_index("label")
+    for mother, pair in tracks[tracks.parent > 0].groupby("parent"):
+        end = by_label.loc[mother, "end"]
+        area = [(labels[t] == mother).sum() for t in (end - 2, end)]
+        assert area[1] < 0.75 * area[0]  # condensed to 0.5-0.6 over its last 2 frames
+        first, second = pair["label"].tolist()
+        born = pair["begin"].iloc[0]
+
+        def gap(t):  # pixels between the sisters' masks
+            a = ndimage.distance_transform_edt(labels[t] != first)
+            return a[labels[t] == second].min()
+
+        assert gap(born) <= 2  # held together at first
+        later = born + 3 + 3  # held 3 frames, then 2 px per frame apart each
+        if later <= by_label.loc[first, "end"]:
+            assert gap(later) > 2
+            grown = [(labels[t] == first).sum() for t in (born, later)]
+            assert grown[1] > grown[0]
+
+
+def test_varied_daughters_differ_in_size():
+    _, labels, tracks = synthetic_movie(n_frames=12, shape=(160, 160), n_cells=8, divisions=4, seed=5,
+                                        mitosis=Mitosis(daughter_area=(0.25, 0.75), spacing=(1.0, 1.0)))
+    ratios = []
+    for _, pair in tracks[tracks.parent > 0].groupby("parent"):
+        born = pair["begin"].iloc[0]
+        a, b = ((labels[born] == d).sum() for d in pair["label"])
+        ratios.append(max(a, b) / min(a, b))
+    assert max(ratios) > 1.3
+
+
+@pytest.mark.parametrize("kwargs", [{"condensation": (0.0, 0.5)}, {"daughter_area": (0.5, 1.5)}, {"held": (3, 1)},
+                                    {"condensation_frames": (0, 2)}, {"held": (0.5, 1)}])
+def test_invalid_mitosis_raises(kwargs):
+    with pytest.raises(InvalidParameterError):
+        Mitosis(**kwargs)
+
+
+def test_movie_invalid_step_or_mitosis_raise():
+    with pytest.raises(InvalidParameterError):
+        synthetic_movie(step=-1)
+    with pytest.raises(InvalidParameterError):
+        synthetic_movie(mitosis={"held": (1, 2)})

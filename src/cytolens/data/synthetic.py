@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from cytolens.errors import InvalidParameterError
 
-__all__ = ["synthetic_movie", "synthetic_nuclei"]
+__all__ = ["Mitosis", "synthetic_movie", "synthetic_nuclei"]
 
 _GAP = 2  # pixels kept free around a nucleus that is not meant to touch another
 _MIN_KEPT = 0.75  # a touching nucleus keeps at least this fraction of its ellipse
@@ -267,16 +267,109 @@ def synthetic_nuclei(shape: tuple[int, int] = (512, 512), n_nuclei: int = 80,
     return image, labels
 
 
+@dataclass(frozen=True)
+class Mitosis:
+    """How nuclei divide in :func:`synthetic_movie`: each ``(low, high)`` range is drawn uniformly per division.
+
+    With the defaults (fixed values) the mother keeps its size, and two daughters of 0.44 of
+    its area appear either side of its centre along its long axis, touching, and then walk
+    like every other nucleus. Wider ranges give the variety of real mitoses (condensing
+    mothers, unequal daughters, daughters that separate late or fast), so that what is
+    chosen on synthetic movies does not fit one kind of division.
+
+    Attributes
+    ----------
+    condensation : (float, float)
+        The mother's area in its last frame before it divides, relative to its usual area
+        (below 1: chromatin condensing before the split).
+    condensation_frames : (int, int)
+        Frames over which the mother condenses (inclusive integer range).
+    daughter_area : (float, float)
+        Each daughter's area relative to the mother's usual area, drawn per daughter
+        (unequal daughters when the range is wide).
+    spacing : (float, float)
+        Each daughter's centre from the daughters' midpoint, in the mother's long semi-axes
+        (at least 0.85 of the daughter's own long semi-axis, so that daughters touch but stay whole).
+    axis_turn : (float, float)
+        Angle (radians, either sign) between the division axis and the mother's long axis.
+    midpoint_shift : (float, float)
+        Distance of the daughters' midpoint from the mother's last centre, in the mother's
+        long semi-axes, in a random direction.
+    held : (int, int)
+        Frames the daughters move as one, in contact, before they may separate (late separation).
+    separation_speed : (float, float)
+        Pixels per frame each daughter moves away from its sister after that, on top of its walk,
+        for ``separation_frames`` frames.
+    separation_frames : int
+        How long the daughters push apart.
+    growth_frames : (int, int)
+        Frames over which the daughters grow back to the mother's usual area (0 = they keep their size).
+    """
+
+    condensation: tuple[float, float] = (1.0, 1.0)
+    condensation_frames: tuple[int, int] = (1, 1)
+    daughter_area: tuple[float, float] = (0.44, 0.44)
+    spacing: tuple[float, float] = (0.5, 0.5)
+    axis_turn: tuple[float, float] = (0.0, 0.0)
+    midpoint_shift: tuple[float, float] = (0.0, 0.0)
+    held: tuple[int, int] = (0, 0)
+    separation_speed: tuple[float, float] = (0.0, 0.0)
+    separation_frames: int = 4
+    growth_frames: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        for name in ("condensation", "condensation_frames", "daughter_area", "spacing", "axis_turn",
+                     "midpoint_shift", "held", "separation_speed", "growth_frames"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise InvalidParameterError(f"Mitosis.{name} must be a range 0 <= low <= high, got {(low, high)!r}")
+        for name in ("condensation", "daughter_area"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high <= 1:
+                raise InvalidParameterError(f"Mitosis.{name} must lie in (0, 1], got {(low, high)!r}")
+        for name in ("condensation_frames", "held", "growth_frames"):
+            if any(int(v) != v for v in getattr(self, name)):
+                raise InvalidParameterError(f"Mitosis.{name} must be whole frames, got {getattr(self, name)!r}")
+        if self.condensation_frames[0] < 1:
+            raise InvalidParameterError("Mitosis.condensation_frames must be at least 1")
+        if not (isinstance(self.separation_frames, int) and self.separation_frames >= 0):
+            raise InvalidParameterError(f"Mitosis.separation_frames must be an integer >= 0, "
+                                        f"got {self.separation_frames!r}")
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        """One division's values."""
+        def uniform(low_high):
+            return float(rng.uniform(*low_high))
+
+        def integer(low_high):
+            return int(rng.integers(low_high[0], low_high[1] + 1))
+
+        return {"condensation": uniform(self.condensation), "condensation_frames": integer(self.condensation_frames),
+                "daughter_area": (uniform(self.daughter_area), uniform(self.daughter_area)),
+                "spacing": uniform(self.spacing), "axis_turn": uniform(self.axis_turn) * rng.choice([-1.0, 1.0]),
+                "midpoint_shift": uniform(self.midpoint_shift), "shift_direction": uniform((0.0, 2 * math.pi)),
+                "held": integer(self.held), "separation_speed": uniform(self.separation_speed),
+                "growth_frames": integer(self.growth_frames)}
+
+
+def _scaled(nucleus: _Nucleus, radii: tuple[float, float], factor: float) -> _Nucleus:
+    """The nucleus with ``radii`` scaled to ``factor`` of their area."""
+    scale = math.sqrt(factor)
+    return replace(nucleus, radii=(radii[0] * scale, radii[1] * scale))
+
+
 def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_cells: int = 20,
                     divisions: int = 2, seed: int | None = 0,
-                    diameter_range: tuple[float, float] = (12, 24)) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                    diameter_range: tuple[float, float] = (12, 24), *, step: float = 1.5,
+                    mitosis: Mitosis | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """A synthetic time-lapse of moving, dividing nuclei with ground-truth tracks.
 
     Nuclei take small random steps (never into each other); ``divisions`` times a
-    nucleus divides into two touching daughters. Labels follow the Cell Tracking
-    Challenge convention: a label is one track, present in every frame from its
-    ``begin`` to its ``end``; daughters get new labels with ``parent`` = the mother's
-    label, and the mother's track ends the frame before they appear.
+    nucleus divides into two daughters (by default touching; ``mitosis`` draws how each
+    division looks). Labels follow the Cell Tracking Challenge convention: a label is one
+    track, present in every frame from its ``begin`` to its ``end``; daughters get new
+    labels with ``parent`` = the mother's label, and the mother's track ends the frame
+    before they appear.
 
     Parameters
     ----------
@@ -288,11 +381,17 @@ def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_c
         Nuclei in the first frame (fewer when they do not fit).
     divisions : int
         Number of divisions, at random frames 1..n_frames-1 (fewer only when no
-        nucleus that lived in the previous frame is left to divide).
+        nucleus that lived in the previous frame is left to divide, or, with ``mitosis``,
+        when the daughters would not fit).
     seed : int or None
         Seed of the random generator; the same seed gives the same arrays.
     diameter_range : (float, float)
         Smallest and largest nucleus diameter in pixels in the first frame.
+    step : float
+        Standard deviation of each nucleus' random step per frame and axis (pixels).
+    mitosis : Mitosis, optional
+        How divisions look (condensing mothers, unequal daughters, late separation, ...);
+        None keeps the plain division described above.
 
     Returns
     -------
@@ -326,6 +425,10 @@ def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_c
         raise InvalidParameterError("n_frames must be at least 1")
     if divisions and n_frames < 2:
         raise InvalidParameterError("divisions happen between frames: use n_frames >= 2 or divisions=0")
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and step >= 0):
+        raise InvalidParameterError(f"step must be a number >= 0, got {step!r}")
+    if mitosis is not None and not isinstance(mitosis, Mitosis):
+        raise InvalidParameterError(f"mitosis must be a Mitosis or None, got {type(mitosis).__name__}")
     rng = np.random.default_rng(seed)
 
     # first frame: nuclei apart from each other
@@ -346,6 +449,14 @@ def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_c
 
     tracks = {n.label: {"label": n.label, "begin": 0, "end": 0, "parent": 0} for n in alive}
     division_frames = sorted(rng.integers(1, n_frames, size=divisions).tolist()) if divisions else []
+    # with mitosis: each division's values, and the frame its mother starts to condense
+    plans = [mitosis.draw(rng) for _ in division_frames] if mitosis is not None else []
+    for frame, plan in zip(division_frames, plans):
+        plan["frame"] = frame
+        plan["condense_from"] = max(frame - plan["condensation_frames"], 1)
+    usual = {n.label: n.radii for n in alive}  # each nucleus' radii at its usual size
+    condensing: dict[int, dict] = {}  # mother label -> its plan
+    behaviour: dict[int, dict] = {}  # daughter label -> held / separation / growth state
     next_label = len(alive) + 1
     sisters: dict[int, int] = {}  # daughter label -> the other daughter's label
     background = _background(rng, shape)
@@ -354,47 +465,86 @@ def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_c
 
     for t in range(n_frames):
         if t > 0:
+            for plan in plans:  # mothers chosen when they start to condense
+                if plan["condense_from"] == t and "mother" not in plan:
+                    taken = set(condensing) | {p.get("mother") for p in plans}
+                    mothers = [n for n in alive if tracks[n.label]["begin"] < t and n.label not in taken
+                               and not _young(n.label, t, tracks, behaviour, mitosis)]
+                    if mothers:
+                        plan["mother"] = mothers[rng.integers(len(mothers))].label
+                        condensing[plan["mother"]] = plan
             # everyone steps; a step is kept only if it stays apart from the others'
             # current positions (a sister may be touched if the step does not come
-            # closer to her), otherwise the nucleus stays where it was
-            for i, nucleus in enumerate(alive):
-                occupied[occupied == nucleus.label] = 0
+            # closer to her), otherwise the nucleus stays where it was. Daughters held
+            # together step as one.
+            stepped: set[int] = set()
+            for i in range(len(alive)):
+                if alive[i].label in stepped:
+                    continue
+                nucleus = alive[i]
                 sister = next((n for n in alive if n.label == sisters.get(nucleus.label)), None)
+                state = behaviour.get(nucleus.label)
+                age = t - tracks[nucleus.label]["begin"]
+                group = [i]
+                if state is not None and sister is not None and age <= state["held"]:
+                    group.append(alive.index(sister))
+                for j in group:
+                    occupied[occupied == alive[j].label] = 0
+                radii = [_radii_now(alive[j], t, tracks, usual, condensing, behaviour) for j in group]
                 for _ in range(5):
-                    step = rng.normal(0.0, 1.5, size=2)
-                    moved = replace(nucleus, center=(nucleus.center[0] + step[0], nucleus.center[1] + step[1]),
-                                    angle=nucleus.angle + rng.normal(0.0, 0.05))
+                    move = rng.normal(0.0, step, size=2)
+                    if len(group) == 1 and state is not None and sister is not None and (
+                            state["held"] < age <= state["held"] + mitosis.separation_frames):
+                        away = np.subtract(nucleus.center, sister.center)
+                        move = move + state["separation_speed"] * away / max(float(np.linalg.norm(away)), 1e-9)
+                    moved = [replace(alive[j], center=(alive[j].center[0] + move[0], alive[j].center[1] + move[1]),
+                                     angle=alive[j].angle + rng.normal(0.0, 0.05), radii=r)
+                             for j, r in zip(group, radii)]
                     ignore = 0
-                    if sister is not None and math.dist(moved.center, sister.center) >= math.dist(
-                            nucleus.center, sister.center):
+                    if len(group) == 1 and sister is not None and math.dist(moved[0].center, sister.center) >= \
+                            math.dist(nucleus.center, sister.center):
                         ignore = sister.label
-                    if _fits(moved, shape) and _place_apart(occupied, moved, ignore) is not None:
-                        nucleus = alive[i] = moved
+                    if all(_fits(m, shape) and _place_apart(occupied, m, ignore) is not None for m in moved):
+                        for j, m in zip(group, moved):
+                            alive[j] = m
                         break
-                window, inside, _ = nucleus.footprint(shape)
-                occupied[window][inside & (occupied[window] == 0)] = nucleus.label
+                for j in group:
+                    window, inside, _ = alive[j].footprint(shape)
+                    occupied[window][inside & (occupied[window] == 0)] = alive[j].label
+                    stepped.add(alive[j].label)
             for _ in range(division_frames.count(t)):
-                mothers = [n for n in alive if tracks[n.label]["begin"] < t]
-                if not mothers:
-                    break
-                mother = mothers[rng.integers(len(mothers))]
+                if mitosis is None:
+                    mothers = [n for n in alive if tracks[n.label]["begin"] < t]
+                    if not mothers:
+                        break
+                    mother = mothers[rng.integers(len(mothers))]
+                    plan = None
+                else:
+                    plan = next((p for p in plans if p["frame"] == t and "mother" in p and "done" not in p), None)
+                    if plan is None:
+                        break
+                    plan["done"] = True
+                    condensing.pop(plan["mother"])
+                    mother = next(n for n in alive if n.label == plan["mother"])
+                daughters = _daughters(mother, usual[mother.label], plan, next_label, rng)
+                if plan is not None and not _room_for(occupied, mother, daughters, shape):
+                    alive[alive.index(mother)] = replace(mother, radii=usual[mother.label])
+                    continue  # no room to divide here: the mother carries on
                 alive.remove(mother)
                 occupied[occupied == mother.label] = 0
                 tracks[mother.label]["end"] = t - 1
-                axis = (math.cos(mother.angle), math.sin(mother.angle))
                 sisters[next_label], sisters[next_label + 1] = next_label + 1, next_label
-                for sign in (1, -1):
-                    offset = sign * 0.5 * mother.radii[0]
-                    daughter = replace(mother, label=next_label,
-                                       center=(mother.center[0] + offset * axis[0],
-                                               mother.center[1] + offset * axis[1]),
-                                       radii=(0.55 * mother.radii[0], 0.8 * mother.radii[1]),
-                                       brightness=mother.brightness * rng.uniform(0.9, 1.1))
+                for daughter, area in zip(daughters, plan["daughter_area"] if plan else (None, None)):
                     window, inside, _ = daughter.footprint(shape)
                     occupied[window][inside & (occupied[window] == 0)] = daughter.label
-                    tracks[next_label] = {"label": next_label, "begin": t, "end": t, "parent": mother.label}
+                    tracks[daughter.label] = {"label": daughter.label, "begin": t, "end": t, "parent": mother.label}
                     alive.append(daughter)
-                    next_label += 1
+                    # the size it grows back to: the mother's, or its own when it does not grow
+                    usual[daughter.label] = usual[mother.label] if plan and plan["growth_frames"] else daughter.radii
+                    if plan is not None:
+                        behaviour[daughter.label] = {"area": area, **{k: plan[k] for k in (
+                            "held", "separation_speed", "growth_frames")}}
+                next_label += 2
         for nucleus in alive:
             tracks[nucleus.label]["end"] = t
         labels[t] = occupied
@@ -402,3 +552,70 @@ def synthetic_movie(n_frames: int = 10, shape: tuple[int, int] = (256, 256), n_c
 
     table = pd.DataFrame(list(tracks.values()), columns=["label", "begin", "end", "parent"], dtype=np.int64)
     return movie, labels, table.sort_values("label", ignore_index=True)
+
+
+def _daughters(mother: _Nucleus, usual: tuple[float, float], plan: dict | None, first_label: int,
+               rng: np.random.Generator) -> tuple[_Nucleus, _Nucleus]:
+    """The two daughters of ``mother`` (``plan`` None: the plain division)."""
+    if plan is None:
+        axis = (math.cos(mother.angle), math.sin(mother.angle))
+        out = []
+        for k, sign in enumerate((1, -1)):
+            offset = sign * 0.5 * mother.radii[0]
+            out.append(replace(mother, label=first_label + k,
+                               center=(mother.center[0] + offset * axis[0], mother.center[1] + offset * axis[1]),
+                               radii=(0.55 * mother.radii[0], 0.8 * mother.radii[1]),
+                               brightness=mother.brightness * rng.uniform(0.9, 1.1)))
+        return out[0], out[1]
+    angle = mother.angle + plan["axis_turn"]
+    axis = (math.cos(angle), math.sin(angle))
+    shift = plan["midpoint_shift"] * usual[0]
+    mid = (mother.center[0] + shift * math.cos(plan["shift_direction"]),
+           mother.center[1] + shift * math.sin(plan["shift_direction"]))
+    out = []
+    for k, sign in enumerate((1, -1)):
+        scale = math.sqrt(plan["daughter_area"][k])
+        # at least nearly their own long semi-axis from the midpoint, so that they touch but stay whole
+        offset = sign * max(plan["spacing"] * usual[0], 0.85 * usual[0] * scale)
+        out.append(replace(mother, label=first_label + k, angle=angle,
+                           center=(mid[0] + offset * axis[0], mid[1] + offset * axis[1]),
+                           radii=(usual[0] * scale, usual[1] * scale),
+                           brightness=mother.brightness * rng.uniform(0.9, 1.1)))
+    return out[0], out[1]
+
+
+def _young(label: int, t: int, tracks: dict, behaviour: dict, mitosis: Mitosis) -> bool:
+    """A daughter still held to her sister or pushing away from her (too young to divide)."""
+    state = behaviour.get(label)
+    return state is not None and t - tracks[label]["begin"] <= state["held"] + mitosis.separation_frames + 1
+
+
+def _radii_now(nucleus: _Nucleus, t: int, tracks: dict, usual: dict, condensing: dict,
+               behaviour: dict) -> tuple[float, float]:
+    """A nucleus' radii in frame ``t``: a mother condensing before it divides, a daughter growing back."""
+    if nucleus.label in condensing:
+        plan = condensing[nucleus.label]
+        span = plan["frame"] - plan["condense_from"]
+        done = (t - plan["condense_from"] + 1) / span if span > 0 else 0.0
+        return _scaled(nucleus, usual[nucleus.label], 1.0 - (1.0 - plan["condensation"]) * min(done, 1.0)).radii
+    state = behaviour.get(nucleus.label)
+    if state is not None and state["growth_frames"] > 0:
+        age = min(t - tracks[nucleus.label]["begin"], state["growth_frames"])
+        area = state["area"] + (1.0 - state["area"]) * age / state["growth_frames"]
+        return _scaled(nucleus, usual[nucleus.label], area).radii
+    return nucleus.radii
+
+
+def _room_for(occupied: np.ndarray, mother: _Nucleus, daughters, shape) -> bool:
+    """Whether both daughters fit in the frame and keep most of their area once the mother is gone."""
+    if not all(_fits(d, shape) for d in daughters):
+        return False
+    trial = occupied.copy()
+    trial[trial == mother.label] = 0
+    for daughter in daughters:
+        window, inside, _ = daughter.footprint(shape)
+        free = inside & (trial[window] == 0)
+        if free.sum() < 0.6 * inside.sum() or ndimage.label(free)[1] != 1:
+            return False
+        trial[window][free] = daughter.label
+    return True

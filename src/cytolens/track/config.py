@@ -60,9 +60,10 @@ class TrackingConfig(BaseModel):
                                "(daughters of one mitosis are alike; a speck of debris next to a nucleus is no "
                                "sister).")
     division_touch_penalty: float = Field(
-        1.0, ge=0, description="Extra cost of a division whose two daughters' masks touch (within 2 px) in their "
-                               "first frame: daughter nuclei are told apart once they have separated, while a "
-                               "nucleus cut in two by the segmentation gives touching pieces. Needs label images.")
+        1.0, ge=0, description="Extra cost of a division whose two daughters' masks touch (within 2 px) in every "
+                               "frame they share: a nucleus cut in two by the segmentation gives pieces that never "
+                               "part, while daughter nuclei separate, if only later (they may touch at first). "
+                               "Needs label images.")
     link_cutoff: float = Field(
         1.4, gt=0, description="A frame-to-frame link is refused when its cost exceeds this multiple of the cost of "
                                "a link at the search radius with no overlap (its birth + death alternative).")

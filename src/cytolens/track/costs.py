@@ -119,9 +119,10 @@ def hand_split_cost(features: dict[str, np.ndarray], cfg: TrackingConfig) -> np.
     of debris next to a nucleus is no sister). Size terms are dropped for mothers cut by
     the image border, whose area is not their size.
 
-    Daughters whose masks touch in their first frame cost ``division_touch_penalty``
-    more: daughter nuclei are told apart once they have separated, while a nucleus that
-    the segmentation cuts in two gives touching pieces.
+    Daughters whose masks touch in every frame they share cost ``division_touch_penalty``
+    more: a nucleus that the segmentation cuts in two gives pieces that never part, while
+    daughter nuclei separate, even when they touch for their first frames (the
+    ``sisters_touch`` feature follows both daughters' frame-to-frame links).
     """
     reach = cfg.division_radius / cfg.cell_diameter  # features are in cell diameters
     cost = (features["distance"] / reach) ** 2

@@ -331,7 +331,9 @@ class Movie:
         if self.contacts is None or not len(self.contacts):
             return np.zeros(len(a), bool)
         n = len(self.points)
-        return (b >= 0) & np.isin(np.minimum(a, b) * n + np.maximum(a, b), self.contacts)
+        codes = np.minimum(a, b) * n + np.maximum(a, b)
+        position = np.minimum(np.searchsorted(self.contacts, codes), len(self.contacts) - 1)  # contacts are sorted
+        return (b >= 0) & (self.contacts[position] == codes)
 
 
 def _contact_codes(contacts: Contacts, n: int) -> np.ndarray:

@@ -17,7 +17,8 @@ search radius, plus the squared log2 area change and, for label movies,
 A link is taken only when it is cheaper than the alternatives (birth/death), as in Jaqaman
 et al. (2008), Nat Methods 5:695. A division is judged by :func:`division_features` (distances
 in cell diameters, the daughters on either side of the mother, both smaller than the mother's
-size before it condensed, the mother's mask covering the daughter).
+size before it condensed, the mother's mask covering the daughter, the daughters parting at
+some point of their common life).
 
 We write this ourselves rather than call laptrack: it is the product, and the overlap
 and division costs are specific to it.
@@ -256,6 +257,7 @@ class DivisionCandidates:
     overlap_fraction: np.ndarray
     gap: np.ndarray
     mother_size: np.ndarray
+    successor: np.ndarray | None = None  # frame-to-frame links: the daughters are followed to see them separate
 
 
 def division_features(movie: Movie, candidates: DivisionCandidates, *, diameter: float) -> dict[str, np.ndarray]:
@@ -263,7 +265,8 @@ def division_features(movie: Movie, candidates: DivisionCandidates, *, diameter:
 
     Besides the candidates' own values, ``mother_on_border`` says whether the image border
     cuts the mother (its area is not its size) and ``sisters_touch`` whether the two
-    daughters' masks touch in their first frame (both read from ``movie``).
+    daughters' masks touch in every frame they share, followed along
+    ``candidates.successor`` (only their first frame without it; :func:`_never_separated`).
     """
     points, area = movie.points, movie.area
     mother, daughter, sister = candidates.mother, candidates.daughter, candidates.sister
@@ -281,8 +284,38 @@ def division_features(movie: Movie, candidates: DivisionCandidates, *, diameter:
         "overlap": np.asarray(candidates.overlap_fraction, float),
         "gap": np.asarray(candidates.gap, float),
         "mother_on_border": np.asarray(movie.border[mother], float),
-        "sisters_touch": np.asarray(movie.touching(daughter, sister), float),
+        "sisters_touch": _never_separated(movie, daughter, sister, candidates.successor),
     }
+
+
+def _never_separated(movie: Movie, a: np.ndarray, b: np.ndarray, successor: np.ndarray | None) -> np.ndarray:
+    """1 where the masks of rows ``a`` and ``b`` touch in every frame of their common life, else 0.
+
+    ``a`` and ``b`` are in the same frame; both are followed along ``successor`` (the
+    frame-to-frame links) for as long as both go on; without ``successor`` only this
+    frame counts. Pieces of one nucleus cut by the segmentation touch all along, while
+    daughter nuclei may touch at first and separate later: once apart, they are two
+    nuclei. 0 where ``b`` < 0 or contacts are unknown.
+
+    >>> table = pd.DataFrame({"t": [0, 0, 1, 1], "y": [0.0, 5.0, 0.0, 9.0], "x": 0.0, "area": 10.0})
+    >>> movie = Movie.from_table(table, contacts={0: (np.array([0]), np.array([1]))})
+    >>> _never_separated(movie, np.array([0]), np.array([1]), np.array([2, 3, -1, -1])).tolist()
+    [0.0]
+    """
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    touching = movie.touching(a, b)
+    if successor is None or movie.contacts is None:
+        return touching.astype(float)
+    pending = np.flatnonzero(touching & (b >= 0))  # touching so far: follow them one frame on
+    a, b = a[pending], b[pending]
+    while len(pending):
+        a, b = successor[a], successor[b]
+        both = (a >= 0) & (b >= 0)  # one of them gone: judged on the frames they shared
+        pending, a, b = pending[both], a[both], b[both]
+        apart = ~movie.touching(a, b)
+        touching[pending[apart]] = False
+        pending, a, b = pending[~apart], a[~apart], b[~apart]
+    return touching.astype(float)
 
 
 @dataclass
@@ -363,7 +396,8 @@ def segment_candidates(movie: Movie, successor: np.ndarray, members: list[np.nda
                 fraction = np.zeros(len(mother))
             candidates = DivisionCandidates(mother=mother, daughter=daughter, sister=sister, distance=distance,
                                             overlap_fraction=fraction, gap=np.full(len(mother), late),
-                                            mother_size=_mother_size(area, predecessor, mother))
+                                            mother_size=_mother_size(area, predecessor, mother),
+                                            successor=successor)
             features = division_features(movie, candidates, diameter=cfg.cell_diameter)
             for kind, which in ((1, np.ones(len(mother), bool)), (2, vanished)):
                 if which.any():
@@ -452,7 +486,7 @@ def link(detections: pd.DataFrame, config: TrackingConfig | None = None, *, over
         the positional row numbers of ``detections``.
     contacts : dict, optional
         Objects of the same frame whose masks touch (:func:`cytolens.track.label_contacts`),
-        by row number: daughters that touch make a division less likely.
+        by row number: daughters that touch in every frame they share make a division less likely.
     cost : LinkCost, optional
         What prices links, gap closings and splits (:mod:`cytolens.track.costs`): by default
         the hand-made :class:`~cytolens.track.costs.HandLinkCost`; a learned one is a

@@ -156,3 +156,11 @@ def test_phase_contrast_whole_cells_warn_and_a_dsb_image_does_not(shared_data, f
                         "ee927e8255096971ddae1bd975cf80c4ad7c847c82d0b5f5dd2ddfe5407007ee.tif")
     info = cytolens.segment(nuclei, fast, return_info=True)[1]  # a warning would fail the test
     assert info.warnings == [] and info.certainty > inference.MIN_CERTAINTY
+
+
+def test_a_constant_image_has_no_objects_and_says_why_in_its_info():
+    with pytest.warns(UserWarning, match="image is constant"):
+        labels, info = cytolens.segment(np.full((64, 64), 7, np.uint16), "nuclei_fast", return_info=True)
+    assert labels.shape == (64, 64) and not labels.any()
+    assert info.n_objects == 0 and info.diameter is None and info.warnings == [
+        "image is constant (all pixels equal): no objects"]

@@ -104,6 +104,8 @@ def _warn(message: str) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level)
+
+
 #: side of the crops used to estimate the diameter of a large image
 ESTIMATE_CROP = 768
 #: how many crops (those with the most contrast) a large image's diameter is estimated on
@@ -401,8 +403,10 @@ def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diamete
     if is_constant(image_yxc):  # an empty well: no objects, not an error (a plate run goes on)
         check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, gamma=gamma,
                        precision=precision, **postprocess)
-        warnings.warn("image is constant (all pixels equal): no objects", UserWarning, stacklevel=3)
-        return np.zeros(image_yxc.shape[:2], dtype=np.uint32)
+        message = "image is constant (all pixels equal): no objects"
+        _warn(message)
+        return np.zeros(image_yxc.shape[:2], dtype=np.uint32), SegmentationInfo(
+            diameter=diameter, estimated=diameter is None, scale=1.0, n_objects=0, warnings=[message])
     prep = tile_preparer(package, image_yxc, gamma)
     with autocast():
         outputs, labels, info = _segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,

@@ -268,8 +268,12 @@ def score(labels: np.ndarray, table: pd.DataFrame, gt: Path) -> dict:
             "AOGM": float(res["AOGM"]), "valid": int(res.get("Valid", 1) or 1)}
 
 
-def segmentation(root: Path, name: str, sequence: str, filter_objects: bool = False) -> np.ndarray:
-    """Our own segmentation of every frame (cached per model version and the segmentation code)."""
+def segmentation(root: Path, name: str, sequence: str, filter_objects: bool = False, model: str = "nuclei",
+                 gamma: float | None = None) -> np.ndarray:
+    """Our own segmentation of every frame (cached per model version, settings and the segmentation code).
+
+    ``gamma`` None is ``segment_movie``'s default (0.67 for these dark-background movies).
+    """
     import hashlib
     import inspect
 
@@ -281,7 +285,7 @@ def segmentation(root: Path, name: str, sequence: str, filter_objects: bool = Fa
     from cytolens.models import resolve
     from cytolens.track.pipeline import segment_movie
 
-    package = resolve("nuclei")
+    package = resolve(model)
     digest = hashlib.sha1(b"".join((package / f).read_bytes() for f in ("weights.safetensors", "model.json",
                                                                          "object_filter.json", "size_model.json")
                                    if (package / f).is_file()))
@@ -289,11 +293,13 @@ def segmentation(root: Path, name: str, sequence: str, filter_objects: bool = Fa
                    packages):
         digest.update(inspect.getsource(module).encode())
     digest.update(b"filtered" if filter_objects else b"")
+    digest.update(b"" if gamma is None else f"gamma{gamma:g}".encode())
     cached = CACHE / f"{name}_{sequence}_segmentation_{digest.hexdigest()[:12]}.npy"
     if cached.exists():
         return np.load(cached)
     frames = sorted((root / sequence).glob("t*.tif"))
-    labels = segment_movie(np.stack([read_image(f) for f in frames]), filter_objects=filter_objects).astype(np.uint16)
+    labels = segment_movie(np.stack([read_image(f) for f in frames]), model=model, gamma=gamma,
+                           filter_objects=filter_objects).astype(np.uint16)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(cached, labels)
     return labels
@@ -402,13 +408,18 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="CTC dataset names, comma-separated")
     parser.add_argument("--filter-objects", action="store_true",
                         help="end to end with the object filter on (off by default for movies)")
+    parser.add_argument("--model", default="nuclei", help="segmentation model end to end (bundled name or package)")
+    parser.add_argument("--gamma", type=float, help="input gamma end to end (default: segment_movie's, 0.67 here)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. a candidate model's name)")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
     sequence = args.sequence
     stem = ("tracking_ctc" if sequence == "01" else f"tracking_ctc_{sequence}") + (
-        "_filtered" if args.filter_objects else "")
+        "_filtered" if args.filter_objects else "") + (f"_gamma{args.gamma:g}" if args.gamma else "") + (
+        f"_{args.tag}" if args.tag else "")
     roots = {name: DATA / f"ctc_{name}" for name in args.datasets.split(",") if name}
     report = {"machine": machine(), "seed": args.seed, "sequence": sequence, "filter_objects": args.filter_objects,
+              "model": args.model, "gamma": args.gamma,
               "results": {}, "notes": {}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     available = {name: root for name, root in roots.items() if (root / f"{sequence}_GT" / "TRA").is_dir()}
@@ -433,7 +444,7 @@ def main() -> None:
                     "end_to_end", earlier["machine"]["commit"])
         else:
             try:
-                labels = segmentation(root, name, sequence, args.filter_objects)
+                labels = segmentation(root, name, sequence, args.filter_objects, args.model, args.gamma)
             except Exception as exc:
                 report["notes"][f"{name} end to end"] = f"segmentation failed: {type(exc).__name__}: {exc}"
                 continue

@@ -141,6 +141,8 @@ class AugmentationConfig(_Strict):
     gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from exp(±gamma); 0 = off")
     blur: float = Field(0.0, ge=0, le=5, description="largest Gaussian blur sigma (px); 0 = off")
     stain: float = Field(0.0, ge=0, le=0.5, description="H&E stain jitter in HED space (RGB images); 0 = off")
+    texture: float = Field(0.0, ge=0, le=1, description="strength of a multiplicative speckle texture (bright foci "
+                           "over dim nucleoplasm) laid over half the crops; 0 = off")
 
     @model_validator(mode="before")
     @classmethod
@@ -164,7 +166,8 @@ class AugmentationConfig(_Strict):
         return self.model_copy(update={
             "scale_range": (math.exp(math.log(low) * strength), math.exp(math.log(high) * strength)),
             "intensity": min(1.0, self.intensity * strength), "gamma": min(1.0, self.gamma * strength),
-            "blur": min(5.0, self.blur * strength), "stain": min(0.5, self.stain * strength)})
+            "blur": min(5.0, self.blur * strength), "stain": min(0.5, self.stain * strength),
+            "texture": min(1.0, self.texture * strength)})
 
 
 class OptimizationConfig(_Strict):

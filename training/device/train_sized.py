@@ -27,7 +27,7 @@ import torch
 
 from cytolens.tasks.segmentation.training import crop_sampler, make_loss, prepare_data
 from cytolens.train.config import load_config, save_config
-from cytolens.train.fitting import build_network, fit_model
+from cytolens.train.fitting import fit_model, network_for
 from cytolens.train.loop import resolve_device
 from cytolens.train.task import task_for
 
@@ -37,7 +37,7 @@ def seconds_per_step(config, data, steps: int = 30) -> float:
     opt = config.optimization
     device = resolve_device(opt.device)
     torch.backends.cudnn.benchmark = True
-    network = build_network(task_for(config), config, data).to(device)
+    network = network_for(task_for(config), config, data).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     loss_fn = make_loss(config.schema_)
     sampler = crop_sampler(data.side("train"), config, steps=steps + 5)

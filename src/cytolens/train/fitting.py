@@ -75,7 +75,7 @@ def prepare_work_dir(work: Path, config, resume: bool, progress: bool) -> None:
     stamp.write_text(json.dumps(current, indent=1) + "\n")
 
 
-def build_network(task: Task, config, data: PreparedData) -> torch.nn.Module:
+def network_for(task: Task, config, data: PreparedData) -> torch.nn.Module:
     """The network of ``config.architecture`` with the task's input and output channels."""
     from cytolens.nn.registry import build_network as build
 
@@ -157,7 +157,7 @@ def fit_model(task: Task, config, data: PreparedData | None = None, *, progress:
         messages.append(message)
         warnings.warn(message, UserWarning, stacklevel=2)
     seed_everything(config.seed)  # the initial weights too
-    network = build_network(task, config, data)
+    network = network_for(task, config, data)
     if parent is not None:
         load_parent_weights(network, parent.network.state_dict())
     loss_fn = task.make_loss(config, train_samples)
@@ -193,12 +193,14 @@ def fit_model(task: Task, config, data: PreparedData | None = None, *, progress:
                          train_scores=train_scores, messages=messages)
     if write_package:
         result.package = write_model_package(task, config, network, best_weights, result, parent, parent_source,
-                                             split if train_ids is None else {**split, "train": ids}, train_samples)
+                                             split if train_ids is None else {**split, "train": ids}, train_samples,
+                                             overfit)
     return result
 
 
 def write_model_package(task: Task, config, network: torch.nn.Module, weights: dict, result, parent,
-                        parent_source: str | None, split: dict, train_samples: Sequence) -> Path:
+                        parent_source: str | None, split: dict, train_samples: Sequence,
+                        overfit: str | None = None) -> Path:
     """Write ``config.output``: ``model.json`` (shared entries + the task's), weights and the training record."""
     from cytolens import models
     from cytolens.models.meta import ModelMeta
@@ -229,7 +231,7 @@ def write_model_package(task: Task, config, network: torch.nn.Module, weights: d
             "commit": _commit(),
             "parent": None if parent is None else parent_record(parent, parent_source),
             "freeze_encoder_epochs": config.freeze_encoder_epochs if parent is not None else 0,
-            "overfitting": next((m for m in result.messages if m.startswith("overfitting")), None),
+            "overfitting": overfit,
             "warnings": result.messages,
         },
         "validation": {},

@@ -53,7 +53,7 @@ class Augmentation:
         return cls(flips=augmentation.flips, rotations=augmentation.rotations,
                    scale_range=tuple(augmentation.scale_range), intensity=augmentation.intensity,
                    gamma=augmentation.gamma, blur=augmentation.blur, stain=augmentation.stain,
-                   texture=getattr(augmentation, "texture", 0.0))
+                   texture=augmentation.texture)
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,12 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -
     >>> jittered.shape, bool(np.abs(jittered - crop).max() > 0.01)
     ((3, 4, 4), True)
     """
-    factors = rng.uniform(1 - strength, 1 + strength, size=3)
-    shifts = rng.uniform(-strength, strength, size=3) * 0.1
-    return _apply_stain(image, factors, shifts)
+    return _apply_stain(image, *_stain_draw(rng, strength))
+
+
+def _stain_draw(rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """The H, E and DAB concentrations' factors and shifts of one stain jitter."""
+    return rng.uniform(1 - strength, 1 + strength, size=3), rng.uniform(-strength, strength, size=3) * 0.1
 
 
 def _apply_stain(image: np.ndarray, factors: np.ndarray, shifts: np.ndarray) -> np.ndarray:
@@ -210,8 +213,7 @@ class CropSampler:
         """Photometric jitter of the image (and, with ``paired_intensity``, of the targets alike)."""
         aug, paired = self.augmentation, self.target_kind.paired_intensity
         if aug.stain > 0 and image.shape[0] == 3 and not is_gray(image):  # H&E stain variation (Tellez et al. 2018)
-            factors = rng.uniform(1 - aug.stain, 1 + aug.stain, size=3)
-            shifts = rng.uniform(-aug.stain, aug.stain, size=3) * 0.1
+            factors, shifts = _stain_draw(rng, aug.stain)
             image = _apply_stain(image, factors, shifts)
             if paired and targets.shape[0] == 3:
                 targets = _apply_stain(targets, factors, shifts)

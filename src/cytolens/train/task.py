@@ -89,6 +89,11 @@ class Task(Protocol):
     def count_units(self, samples: Sequence) -> int: ...
 
 
+#: the methods a task has (the attributes are name, config_model, primary_metric and unit)
+_METHODS = ("prepare_data", "preparation_key", "network_channels", "make_loss", "make_sampler", "make_validator",
+            "adapt_to_parent", "package_meta", "count_units")
+
+
 def register_task(task: Task) -> Task:
     """Make ``task`` trainable under ``task.name`` (``cytolens train`` picks it by the config's ``task``)."""
     if not isinstance(task, Task):
@@ -97,10 +102,6 @@ def register_task(task: Task) -> Task:
         raise InvalidParameterError(f"{type(task).__name__} is not a task: it lacks {', '.join(missing)}")
     TASKS[task.name] = task
     return task
-
-
-_METHODS = ("prepare_data", "preparation_key", "network_channels", "make_loss", "make_sampler", "make_validator",
-            "adapt_to_parent", "package_meta", "count_units")
 
 
 def task_for(name_or_config) -> Task:

@@ -160,7 +160,7 @@ def has_dark_background(image: np.ndarray) -> bool:
     """
     image_yxc = as_yxc(image)
     sample = PercentileNormalizer.sample(image_yxc)
-    lo, hi = PercentileNormalizer().statistics(image_yxc)
+    lo, hi = PercentileNormalizer().statistics(sample)  # a sample's own sample is itself: same percentiles
     return bool(np.median(sample.mean(axis=-1)) < (lo + hi) / 2)
 
 

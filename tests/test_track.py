@@ -529,6 +529,26 @@ def test_segment_movie_keeps_every_object_unless_asked_to_filter(monkeypatch):
     assert seen == [False, False, True, True]
 
 
+def test_segment_movie_warns_once_per_kind_not_once_per_frame(monkeypatch):
+    import warnings
+
+    import cytolens
+
+    def unsure_segment(image, **kwargs):
+        warnings.warn(f"model is unsure of this image (sure of {int(image.mean())}% of the pixels)", UserWarning)
+        if image.mean() > 30:
+            warnings.warn("the object filter removed most of the foreground", UserWarning)
+        return np.zeros(image.shape, np.uint32)
+
+    monkeypatch.setattr(cytolens, "segment", unsure_segment)
+    movie = np.stack([np.full((8, 8), v, np.float32) + np.eye(8) for v in (10, 20, 40, 50)])
+    with pytest.warns(UserWarning) as caught:
+        tracking.segment_movie(movie, diameter=20)
+    assert sorted(str(w.message) for w in caught) == [
+        "2 of 4 frames (the first: frame 2): the object filter removed most of the foreground",
+        "4 of 4 frames (the first: frame 0): model is unsure of this image (sure of 10% of the pixels)"]
+
+
 def test_progress_goes_to_a_callback_per_frame(monkeypatch):
     from skimage.measure import label
 

@@ -106,13 +106,35 @@ def segment_movie(movie: np.ndarray, *, model: str | os.PathLike = "nuclei", dia
             raise InvalidImageError("the model finds no objects in the first, middle and last frames")
         diameter = float(np.median(estimates))
     report = reporter(_progress_callback(progress), "segmenting frames", total=len(movie))
-    frames = []
+    frames, frame_warnings = [], []
     for t in range(len(movie)):
-        frames.append(np.zeros(movie.shape[1:3], np.uint32) if t in blank else
-                      cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
-                                       filter_objects=filter_objects, precision=precision, **postprocess))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frames.append(np.zeros(movie.shape[1:3], np.uint32) if t in blank else
+                          cytolens.segment(movie[t], model=package, diameter=diameter, gamma=gamma,
+                                           filter_objects=filter_objects, precision=precision, **postprocess))
+        frame_warnings += [(t, w) for w in caught]
         report(t + 1)
+    for message in per_movie_warnings(frame_warnings, len(movie)):
+        warnings.warn(message, UserWarning, stacklevel=2)
     return merge_flickering_splits(np.stack(frames), max_frames=merge_flicker)
+
+
+def per_movie_warnings(frame_warnings: list[tuple[int, warnings.WarningMessage]], n_frames: int) -> list[str]:
+    """One line per kind of warning the frames raised (kinds differ in more than their numbers), not one per frame.
+
+    >>> caught = [(t, warnings.WarningMessage(f"unsure ({50 + t}%)", UserWarning, "f", 1)) for t in (2, 5)]
+    >>> per_movie_warnings(caught, 10)
+    ['2 of 10 frames (the first: frame 2): unsure (52%)']
+    """
+    import re
+
+    kinds: dict[str, list[tuple[int, str]]] = {}
+    for t, caught in frame_warnings:
+        message = str(caught.message)
+        kinds.setdefault(re.sub(r"\d+(\.\d+)?", "#", message), []).append((t, message))
+    return [f"{len({t for t, _ in seen})} of {n_frames} frames (the first: frame {seen[0][0]}): {seen[0][1]}"
+            for seen in kinds.values()]
 
 
 def track(movie: np.ndarray | None = None, *, labels: np.ndarray | Sequence[np.ndarray] | None = None,

@@ -87,6 +87,10 @@ class LabelDataConfig(DataConfig):
     labels: Path = Field(description="folder of label images, same stems as the images")
     val_labels: Path | None = None
     test_labels: Path | None = None
+    unannotated: Path | None = Field(
+        None, description="folder of masks, same stems as the images, that mark pixels nobody annotated (nonzero): "
+        "they add nothing to the loss, so an image with only some objects labelled still teaches the rest of it; "
+        "images without a mask are annotated everywhere")
 
 
 class TargetDataConfig(DataConfig):

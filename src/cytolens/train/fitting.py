@@ -2,7 +2,7 @@
 
 :func:`fit_model` takes a :class:`~cytolens.train.task.Task` and its validated config and
 does everything that is not particular to the task: transfer learning from a parent
-package, the network from the architecture registry, the receptive-field check, the
+package, the network from the architecture registry, the task's own warnings, the
 generic loop (:func:`cytolens.train.loop.fit`: resumable, early stopping, curves), the
 training-set scores, and the package (``model.json`` as a typed
 :class:`~cytolens.models.meta.ModelMeta`, weights, the training record). ``cytolens train``
@@ -92,18 +92,6 @@ def _commit() -> str | None:
         return None
 
 
-def _receptive_field_message(task: Task, config, train_samples: Sequence) -> str | None:
-    """The receptive-field warning for a U-Net whose samples carry label images (objects to see whole)."""
-    if config.architecture.name != "unet" or not train_samples or not hasattr(train_samples[0], "labels"):
-        return None
-    from cytolens.nn.unet import receptive_field
-    from cytolens.train.checks import check_receptive_field, object_diameters
-
-    scale = ("target_diameter", config.target_diameter) if hasattr(config, "target_diameter") else None
-    return check_receptive_field(object_diameters(s.labels for s in train_samples), config.architecture.depth,
-                                 receptive_field, scale_setting=scale, warn=False)
-
-
 def fit_model(task: Task, config, data: PreparedData | None = None, *, progress: bool = True, parent=None,
               train_ids: Sequence[str] | None = None, on_epoch_end=None, score_train: bool = False,
               write_package: bool = True, work_dir=None, resume: bool = True, max_train_scored: int = 50):
@@ -152,8 +140,7 @@ def fit_model(task: Task, config, data: PreparedData | None = None, *, progress:
     if outside:
         raise InvalidParameterError(f"train_ids must come from the train split; {outside[:3]} do not")
     train_samples, val_samples = data.side("train", ids), data.side("val")
-    message = _receptive_field_message(task, config, train_samples)
-    if message:
+    for message in getattr(task, "training_warnings", lambda config, samples: [])(config, train_samples):
         messages.append(message)
         warnings.warn(message, UserWarning, stacklevel=2)
     seed_everything(config.seed)  # the initial weights too

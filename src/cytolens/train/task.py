@@ -12,12 +12,14 @@ attributes and methods of :class:`Task`. It supplies only what is particular to 
 * ``adapt_to_parent(config, parent)`` — checks and settings taken from a model to start from;
 * ``package_meta(config, train_samples)`` — its entries of ``model.json`` (e.g. post-processing defaults);
 * ``count_units(samples)`` — how many annotated things (objects, images) samples hold;
-* ``primary_metric`` (maximized by tuning and learning curves) and ``unit``.
+* ``primary_metric`` (maximized by tuning and learning curves) and ``unit``;
+* optionally ``training_warnings(config, train_samples)`` — lines about the data to show before
+  training (segmentation: objects larger than the network's receptive field).
 
 Everything else comes for free from :func:`cytolens.train.fitting.fit_model`: the split
 (stratified, grouped, or from folders), the network from the architecture registry,
 transfer learning, the loop (schedules, early stopping, resumable checkpoints, curves,
-overfitting report, mixed precision, CPU or GPU), the receptive-field check, and a model
+overfitting report, mixed precision, CPU or GPU), and a model
 package with a typed ``model.json`` whose normalization training and inference share.
 Tuning and learning curves (:mod:`cytolens.train.search`) work on every task.
 

@@ -47,7 +47,8 @@ class SegmentationTask:
         return {} if weights is None else {"class_weights": tuple(map(float, weights))}
 
     def make_loss(self, config, train_samples: Sequence):
-        return seg.make_loss(config.schema_, self._class_weights(config, train_samples), config.contact_emphasis)
+        return seg.make_loss(config.schema_, self._class_weights(config, train_samples), config.contact_emphasis,
+                             masked=config.data.unannotated is not None)
 
     def make_sampler(self, config, train_samples: Sequence):
         return seg.crop_sampler(train_samples, config)
@@ -78,6 +79,16 @@ class SegmentationTask:
 
     def count_units(self, samples: Sequence) -> int:
         return seg.count_objects(samples)
+
+    def training_warnings(self, config, train_samples: Sequence) -> list[str]:
+        """Objects the U-Net cannot see whole at the model scale (its receptive field is too small)."""
+        from cytolens.nn.unet import receptive_field
+        from cytolens.train.checks import check_receptive_field, object_diameters
+
+        message = check_receptive_field(object_diameters(s.labels for s in train_samples), config.architecture.depth,
+                                        receptive_field, scale_setting=("target_diameter", config.target_diameter),
+                                        warn=False)
+        return [message] if message else []
 
 
 TASK = SegmentationTask()

@@ -53,13 +53,18 @@ class Sample:
 
     image: np.ndarray  # (3, Y, X) float32
     labels: np.ndarray  # (Y, X) at model scale
-    targets: np.ndarray  # (K, Y, X) float32 (pixel classes: K=1 holding the class id)
+    targets: np.ndarray  # (K, Y, X) float32 (pixel classes: K=1 holding the class id); + "annotated" if masked
     stratum: str = "all"
 
 
 def prepare_sample(image, labels, schema: str, target_diameter: float,
-                   normalization=(1.0, 99.8), stratum: str = "all") -> Sample:
-    """Rescale an annotated image so its median object diameter is ``target_diameter``."""
+                   normalization=(1.0, 99.8), stratum: str = "all", unannotated: np.ndarray | None = None,
+                   masked: bool = False) -> Sample:
+    """Rescale an annotated image so its median object diameter is ``target_diameter``.
+
+    ``masked`` appends an "annotated" target channel (1 = annotated, 0 = where ``unannotated``
+    is nonzero), which :func:`make_loss` with ``masked=True`` uses to leave those pixels out.
+    """
     diameter = median_diameter(labels)
     scale = target_diameter / diameter if diameter > 0 else 1.0
     x = model_input(image, normalization)
@@ -67,60 +72,106 @@ def prepare_sample(image, labels, schema: str, target_diameter: float,
     lab = rescale(np.asarray(labels, dtype=np.int32), scale, order=0)
     t = SCHEMAS[schema].targets(lab)
     t = t[None].astype(np.float32) if t.ndim == 2 else t
-    return Sample(x.astype(np.float32), lab, t, stratum)
+    if masked:
+        annotated = np.ones(lab.shape, np.float32) if unannotated is None else \
+            (rescale(np.asarray(unannotated != 0, np.uint8), scale, order=0) == 0).astype(np.float32)
+        t = np.concatenate([t, annotated[None]])
+    return Sample(x.astype(np.float32), lab, t.astype(np.float32), stratum)
 
 
-def target_kind(schema: str) -> TargetKind:
-    """How a schema's targets follow the crops' zoom: class ids nearest, masks kept binary, distances smooth."""
+def target_kind(schema: str, masked: bool = False) -> TargetKind:
+    """How a schema's targets follow the crops' zoom: class ids nearest, masks kept binary, distances smooth
+    (``masked``: the "annotated" channel after them is a mask too)."""
     if schema == "pixel_classes":
         return TargetKind(interpolation="nearest")
-    return TargetKind(binary_channels=tuple(SCHEMAS[schema].BINARY_TARGETS))
+    binary = tuple(SCHEMAS[schema].BINARY_TARGETS)
+    return TargetKind(binary_channels=binary + ((SCHEMAS[schema].OUTPUT_CHANNELS,) if masked else ()))
 
 
 def crop_sampler(samples: Sequence[Sample], config, *, steps: int | None = None,
                  workers: int | None = None) -> CropSampler:
     """The augmented-crop sampler a segmentation config describes (``steps``/``workers`` override the config's)."""
-    return CropSampler.from_config(samples, config, target_kind(config.schema_), steps=steps, workers=workers)
+    kind = target_kind(config.schema_, masked=config.data.unannotated is not None)
+    return CropSampler.from_config(samples, config, kind, steps=steps, workers=workers)
 
 
-def make_loss(schema: str, class_weights: np.ndarray | None = None, contact_emphasis: float = 0.0):
+def make_loss(schema: str, class_weights: np.ndarray | None = None, contact_emphasis: float = 0.0,
+              masked: bool = False):
     """Loss for raw network outputs ``(N, K, Y, X)`` against targets from :func:`prepare_sample`.
 
     ``contact_emphasis`` (contact watershed only) weighs the cross-entropy of every channel
     by ``1 + contact_emphasis`` at contact pixels, where two objects touch: most errors
-    there are merges, which a pixel-averaged loss barely sees.
+    there are merges, which a pixel-averaged loss barely sees. ``masked``: the targets' last
+    channel says which pixels are annotated (see :func:`prepare_sample`); the others add
+    nothing to the loss.
+
+    >>> loss = make_loss("deep_watershed", masked=True)
+    >>> outputs, targets = torch.zeros(1, 2, 2, 2), torch.zeros(1, 3, 2, 2)
+    >>> targets[:, 2, 0] = 1  # only row 0 is annotated
+    >>> other = targets.clone(); other[:, 0, 1] = 1  # foreground in row 1 changes nothing
+    >>> float(loss(outputs, targets)) == float(loss(outputs, other))
+    True
     """
+    loss = _schema_loss(schema, class_weights, contact_emphasis)
+    if not masked:
+        return loss
+
+    def masked_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss(outputs, targets[:, :-1], targets[:, -1:])
+    masked_loss.__name__ = f"masked_{loss.__name__}"
+    return masked_loss
+
+
+def _mean_over(per_pixel: torch.Tensor, annotated: torch.Tensor | None) -> torch.Tensor:
+    """Per-channel mean of ``(N, K, Y, X)`` over the annotated pixels (all when ``annotated`` is None)."""
+    if annotated is None:
+        return per_pixel.mean(dim=(0, 2, 3))
+    return (per_pixel * annotated).sum(dim=(0, 2, 3)) / annotated.sum().clamp(min=1)
+
+
+def _schema_loss(schema: str, class_weights: np.ndarray | None, contact_emphasis: float):
+    """The loss of one schema: ``loss(outputs, targets, annotated=None)``."""
     if schema == "deep_watershed":
-        def deep_watershed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        def deep_watershed_loss(outputs: torch.Tensor, targets: torch.Tensor, annotated=None) -> torch.Tensor:
+            if annotated is not None:
+                return _mean_over(F.binary_cross_entropy_with_logits(outputs, targets, reduction="none"),
+                                  annotated).sum()
             return (F.binary_cross_entropy_with_logits(outputs[:, 0], targets[:, 0])
                     + F.binary_cross_entropy_with_logits(outputs[:, 1], targets[:, 1]))
         return deep_watershed_loss
     if schema == "contact_watershed":
-        def contact_watershed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        def contact_watershed_loss(outputs: torch.Tensor, targets: torch.Tensor, annotated=None) -> torch.Tensor:
             per_pixel = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none")
             if contact_emphasis:
                 per_pixel = per_pixel * (1 + contact_emphasis * targets[:, 2:3])
-            per_channel = per_pixel.mean(dim=(0, 2, 3))
+            per_channel = _mean_over(per_pixel, annotated)
             # contacts are a few % of the pixels: the Dice term keeps them from being predicted away
-            return per_channel.sum() + soft_dice_loss(outputs[:, 2], targets[:, 2])
+            return per_channel.sum() + soft_dice_loss(outputs[:, 2], targets[:, 2],
+                                                      annotated=None if annotated is None else annotated[:, 0])
         return contact_watershed_loss
     if schema == "pixel_classes":
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
-        def pixel_classes_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(outputs, targets[:, 0].long(),
-                                   weight=None if weight is None else weight.to(outputs.device))
+        def pixel_classes_loss(outputs: torch.Tensor, targets: torch.Tensor, annotated=None) -> torch.Tensor:
+            classes = targets[:, 0].long()
+            if annotated is not None:
+                classes = classes.masked_fill(annotated[:, 0] == 0, -100)  # cross_entropy's ignore_index
+            return F.cross_entropy(outputs, classes, weight=None if weight is None else weight.to(outputs.device))
         return pixel_classes_loss
     raise ValueError(f"unknown schema {schema!r}")
 
 
-def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """1 − Dice overlap of ``sigmoid(logits)`` with binary ``targets``, over the whole batch.
+def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0,
+                   annotated: torch.Tensor | None = None) -> torch.Tensor:
+    """1 − Dice overlap of ``sigmoid(logits)`` with binary ``targets``, over the whole batch
+    (over the ``annotated`` pixels only, when given).
 
     >>> t = torch.tensor([[0.0, 1.0]]); round(float(soft_dice_loss(torch.tensor([[-20.0, 20.0]]), t)), 3)
     0.0
     """
     probability = torch.sigmoid(logits)
+    if annotated is not None:
+        probability, targets = probability * annotated, targets * annotated
     overlap = (probability * targets).sum()
     return 1 - (2 * overlap + smooth) / (probability.sum() + targets.sum() + smooth)
 
@@ -173,8 +224,9 @@ def prepare_data(config, progress: bool = True) -> PreparedData:
     if not split["val"]:
         raise InvalidParameterError("the validation split is empty; raise data.val_fraction or add images")
     ids = split["train"] + split["val"]
-    jobs = [(files[i], config.schema_, config.target_diameter, tuple(config.normalization), stratum_of.get(i, "all"))
-            for i in ids]
+    masks = unannotated_masks(config.data)
+    jobs = [(files[i], config.schema_, config.target_diameter, tuple(config.normalization), stratum_of.get(i, "all"),
+             masks.get(i), config.data.unannotated is not None) for i in ids]
 
     def collect(prepared) -> dict[str, Sample]:
         if progress:
@@ -200,12 +252,29 @@ def prepare_data(config, progress: bool = True) -> PreparedData:
     return data
 
 
+def unannotated_masks(data) -> dict:
+    """``{image id: mask file}`` of a data config's ``unannotated`` folder (empty when not set)."""
+    if data.unannotated is None:
+        return {}
+    from cytolens.io import list_images
+
+    if not data.unannotated.is_dir():
+        raise InvalidParameterError(f"data.unannotated: folder not found: {data.unannotated}")
+    return {p.stem: p for p in list_images(data.unannotated)}
+
+
 def _prepare_file(job) -> Sample:
     from cytolens.io import read_image
 
-    (image_path, labels_path), schema, target_diameter, normalization, stratum = job
+    (image_path, labels_path), schema, target_diameter, normalization, stratum, mask_path, masked = job
     image, labels = checked_annotation(read_image(image_path), read_image(labels_path), labels_path)
-    return prepare_sample(image, labels, schema, target_diameter, normalization, stratum)
+    unannotated = None
+    if mask_path is not None:
+        unannotated = read_image(mask_path)
+        if unannotated.shape != labels.shape:
+            raise InvalidImageError(f"{mask_path}: mask {unannotated.shape} and label image {labels.shape} differ in "
+                                    "size; a data.unannotated mask must match its image pixel for pixel")
+    return prepare_sample(image, labels, schema, target_diameter, normalization, stratum, unannotated, masked)
 
 
 def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tuple[np.ndarray, np.ndarray]:

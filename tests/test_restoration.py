@@ -144,3 +144,14 @@ def test_cli_train_denoiser_then_restore(tmp_path):
     write_image(small / "tiny.tif", np.random.rand(20, 20).astype(np.float32))
     done = runner.invoke(app, ["train-denoiser", str(small), "-o", str(tmp_path / "m2"), "--minutes", "0.1"])
     assert done.exit_code == 1 and "too small for noise2void" in done.output
+
+
+def test_the_bundled_label_free_model_reads_13_planes_and_predicts_three_channels():
+    package = load("label-free-nuclei")
+    assert package.meta["restoration"]["output_names"] == ["DAPI", "MAP2", "NFH"]
+    assert package.meta["validation"]["per_channel"]["DAPI"]["pearson_r"] > 0.5
+    stack = np.random.default_rng(0).random((13, 40, 36)).astype(np.float32)
+    predicted = cytolens.restore(stack, model=package)
+    assert predicted.shape == (3, 40, 36) and np.isfinite(predicted).all()
+    with pytest.raises(ShapeMismatchError, match="has 4 planes/channels .* the model reads 13"):
+        cytolens.restore(stack[:4], model=package)

@@ -243,11 +243,11 @@ def main() -> None:
         record("nl-means", outputs, speed, setting=f"h={h} x estimated sigma (Immerkaer), patch 5, distance 6 (best on train)")
     for mode, method in (("supervised", "ours supervised"), ("noise2void", "ours noise2void")):
         if want(method):
-            package, info = train_ours(mode, train, val, work, args.minutes)
+            package, trained = train_ours(mode, train, val, work, args.minutes)
             loaded = cytolens.models.load(package)
             outputs, speed = timed(lambda im, loaded=loaded: cytolens.restore(im, model=loaded), val)
             record(method, outputs, speed, setting=f"{args.minutes:g} CPU min, 1 thread, bfloat16 training",
-                   **info)
+                   **trained)
     if not args.skip_peers:
         for tool, method, ours in (("care", "CARE (csbdeep)", "ours supervised"), ("n2v", "N2V (n2v)",
                                                                                   "ours noise2void")):
@@ -283,7 +283,8 @@ def write_results(rows: list[dict], args, info: dict) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = ["# Denoising: FMD Confocal_BPAE_B, fields 13-16 (12 noisy images), trained on fields 1-12", "",
-             f"Machine: {info.get('cpu')}, torch threads 1; written by `benchmarks/restoration.py`.", "",
+             (f"Machine: {info.get('cpu')} ({info.get('cores')} cores, shared with other jobs), one thread per "
+             f"method; written by `benchmarks/restoration.py` (commit {info.get('commit')})."), "",
              ("PSNR/SSIM: CARE convention (target percentile-normalized 0.1/99.9, prediction affinely fitted), "
               "`cytolens.evaluate.evaluate_restoration(care=True)`, the 12 validation images."), "",
              ("Training budgets in CPU time (the machine was shared with other jobs): ours run as many steps as a "

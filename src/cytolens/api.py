@@ -24,7 +24,7 @@ from cytolens.models.package import ModelPackage
 if TYPE_CHECKING:
     from cytolens.tasks.segmentation.inference import SegmentationInfo
 
-__all__ = ["clear_model_cache", "measure", "segment"]
+__all__ = ["clear_model_cache", "measure", "restore", "segment", "train_denoiser"]
 
 #: how many loaded models :func:`segment` keeps (least recently used dropped first)
 MODEL_CACHE_SIZE = 4
@@ -170,3 +170,52 @@ def segment(
                                            overlap=overlap, augment=augment, gamma=gamma,
                                            filter_objects=filter_objects, precision=precision, **postprocess)
     return (labels, info) if return_info else labels
+
+
+def restore(
+    image: np.ndarray,
+    model: str | os.PathLike | ModelPackage = "label-free-nuclei",
+    *,
+    tile_size: int | None = None,
+    overlap: int = 32,
+) -> np.ndarray:
+    """Restore an image with a restoration model: denoise it, or predict fluorescence from transmitted light.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(Y, X)``, or a ``(C, Y, X)`` stack of planes/channels (e.g. a 13-plane
+        phase-contrast z-stack for ``label-free-nuclei``); ``(Y, X, C)`` is read too.
+    model : str, path or ModelPackage
+        A bundled restoration model, or a package folder (``cytolens train-denoiser`` writes one).
+    tile_size, overlap : int
+        Tiled inference with blended seams (the model's tile size by default).
+
+    Returns
+    -------
+    ndarray of float32
+        ``(Y, X)``, or ``(K, Y, X)`` when the model predicts several channels. Denoisers
+        return the input's intensity units; label-free models their normalized target units.
+
+    Raises
+    ------
+    CytolensError
+        Wrong number of planes/channels, an image too small for the network, a model
+        that is not a restoration model.
+    """
+    from cytolens.tasks.restoration.inference import restore_image
+
+    return restore_image(_load(model), image, tile_size=tile_size, overlap=overlap)
+
+
+def train_denoiser(images, output: str | os.PathLike, *, minutes: float = 5.0, overwrite: bool = False,
+                   progress: bool = True, **settings):
+    """Train a self-supervised (Noise2Void, N2V2) denoiser on noisy images alone, within ``minutes``.
+
+    ``images`` are paths or arrays; ``output`` is the model package folder that
+    :func:`restore` takes (``model=output``). See
+    :func:`cytolens.tasks.restoration.denoiser.train_denoiser` for the settings.
+    """
+    from cytolens.tasks.restoration.denoiser import train_denoiser as train
+
+    return train(images, output, minutes=minutes, overwrite=overwrite, progress=progress, **settings)

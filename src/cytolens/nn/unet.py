@@ -39,9 +39,17 @@ class NetworkConfig:
     norm: str = "batch"  # "batch" or "none"
     dropout: float = 0.0
     dims: int = 2  # 2: images (N, C, Y, X); 3: volumes (N, C, Z, Y, X)
+    pool: str = "max"  # "max", or "blur": max-blur-pool (N2V2, Höck et al. 2022), no checkerboard artefacts
+    top_skip: bool = True  # False: the top level's skip connection is left out (N2V2)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The arguments as ``model.json`` stores them; ``pool`` and ``top_skip`` only when not their defaults
+        (packages written before they existed, and classifiers, which lack them, read the same)."""
+        args = asdict(self)
+        for name, default in (("pool", "max"), ("top_skip", True)):
+            if args[name] == default:
+                del args[name]
+        return args
 
 
 UNetConfig = NetworkConfig
@@ -59,6 +67,37 @@ def layers_for(dims: int) -> dict:
     if dims not in LAYERS:
         raise InvalidParameterError(f"dims must be 2 (images) or 3 (volumes), got {dims!r}")
     return LAYERS[dims]
+
+
+class BlurPool(nn.Module):
+    """Max-blur-pool (Zhang 2019; N2V2, Höck et al. 2022): a 2x2 max at stride 1, then a [1, 2, 1] blur at stride 2.
+
+    Halves each spatial side like a 2x2 max-pool, without the aliasing that gives
+    Noise2Void its checkerboard artefacts.
+
+    >>> BlurPool(2)(torch.rand(1, 3, 8, 6)).shape
+    torch.Size([1, 3, 4, 3])
+    """
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        self.dims = dims
+        line = torch.tensor([1.0, 2.0, 1.0])
+        kernel = line
+        for _ in range(dims - 1):
+            kernel = kernel[..., None] * line
+        self.register_buffer("kernel", (kernel / kernel.sum())[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        pool = F.max_pool2d if self.dims == 2 else F.max_pool3d
+        conv = F.conv2d if self.dims == 2 else F.conv3d
+        x = pool(F.pad(x, (0, 1) * self.dims, mode="replicate"), 2, stride=1)
+        x = F.pad(x, (1, 1) * self.dims, mode="replicate")
+        channels = x.shape[1]
+        kernel = self.kernel.to(x.dtype).expand(channels, 1, *self.kernel.shape[2:])
+        return conv(x, kernel, stride=2, groups=channels)
 
 
 def conv_block(in_ch: int, out_ch: int, norm: str, dropout: float, dims: int = 2) -> nn.Sequential:
@@ -92,6 +131,11 @@ class UNet(nn.Module):
         Spatial dropout after each block (0 disables it).
     dims : {2, 3}
         Spatial axes: 2 for images, 3 for volumes.
+    pool : {"max", "blur"}
+        Downsampling: 2x2 max-pool, or max-blur-pool (:class:`BlurPool`, N2V2).
+    top_skip : bool
+        Keep the skip connection of the top level (N2V2 leaves it out, so a
+        self-supervised denoiser cannot copy its input's noise through it).
     """
 
     def __init__(
@@ -103,27 +147,32 @@ class UNet(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         dims: int = 2,
+        pool: str = "max",
+        top_skip: bool = True,
     ) -> None:
         super().__init__()
         layer = layers_for(dims)
         if norm not in ("batch", "none"):
             raise InvalidParameterError(f"norm must be 'batch' or 'none', got {norm!r}")
+        if pool not in ("max", "blur"):
+            raise InvalidParameterError(f"pool must be 'max' or 'blur', got {pool!r}")
         if depth < 1 or base_channels < 1:
             raise InvalidParameterError("depth and base_channels must be positive")
-        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims)
+        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims, pool, top_skip)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList()
         previous = in_channels
         for width in widths[:-1]:
             self.encoders.append(conv_block(previous, width, norm, dropout, dims))
             previous = width
-        self.pool = layer["pool"](2)
+        self.pool = layer["pool"](2) if pool == "max" else BlurPool(dims)
         self.bottleneck = conv_block(widths[-2], widths[-1], norm, dropout, dims)
         self.upsamples = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in reversed(range(depth)):
             self.upsamples.append(layer["up"](widths[level + 1], widths[level], 2, stride=2))
-            self.decoders.append(conv_block(2 * widths[level], widths[level], norm, dropout, dims))
+            joined = widths[level] if level == 0 and not top_skip else 2 * widths[level]
+            self.decoders.append(conv_block(joined, widths[level], norm, dropout, dims))
         self.head = layer["conv"](widths[0], out_channels, 1)
 
     @property
@@ -149,8 +198,10 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
+        if not self.config.top_skip:
+            skips[0] = None
         for upsample, decoder, skip in zip(self.upsamples, self.decoders, reversed(skips)):
-            x = decoder(torch.cat([upsample(x), skip], dim=1))
+            x = decoder(upsample(x) if skip is None else torch.cat([upsample(x), skip], dim=1))
         return self.head(x)
 
 

@@ -137,6 +137,7 @@ def train_ours(mode: str, train: list[str], val: list[str], work: Path, minutes:
         split.write_text(json.dumps({"train": train, "val": selection, "test": []}) + "\n")
         raw = {"task": "restoration", "name": "fmd_supervised",
                "data": {"images": str(DATA / "source"), "targets": str(DATA / "target"), "split_file": str(split)},
+               "architecture": {"residual": True},  # CARE's default when input and output channels match
                "optimization": {"epochs": 1, "steps_per_epoch": 50, "batch_size": 16, "crop_size": 64,
                                 "learning_rate": 1e-3, "warmup_epochs": 0,
                                 "precision": "bfloat16"},
@@ -246,7 +247,8 @@ def main() -> None:
             package, trained = train_ours(mode, train, val, work, args.minutes)
             loaded = cytolens.models.load(package)
             outputs, speed = timed(lambda im, loaded=loaded: cytolens.restore(im, model=loaded), val)
-            record(method, outputs, speed, setting=f"{args.minutes:g} CPU min, 1 thread, bfloat16 training",
+            record(method, outputs, speed, setting=f"{args.minutes:g} CPU min, 1 thread, bfloat16 training"
+                   + (", residual" if mode == "supervised" else ""),
                    **trained)
     if not args.skip_peers:
         for tool, method, ours in (("care", "CARE (csbdeep)", "ours supervised"), ("n2v", "N2V (n2v)",

@@ -45,7 +45,7 @@ def supervised_config(folder) -> dict:
     return {"task": "restoration", "name": "tiny_care",
             "data": {"images": str(folder / "noisy"), "targets": str(folder / "clean"), "val_fraction": 0.25,
                      "test_fraction": 0.0},
-            "architecture": {"depth": 2, "base_channels": 8},
+            "architecture": {"depth": 2, "base_channels": 8, "residual": True},
             "optimization": {"epochs": 4, "steps_per_epoch": 12, "batch_size": 4, "crop_size": 32,
                              "learning_rate": 0.003},
             "loss": "l2", "tile_size": 32, "license": "CC0-1.0 (synthetic data)", "output": str(folder / "model")}
@@ -63,11 +63,19 @@ def test_supervised_restoration_learns_a_tiny_denoising_problem(trained):
     result = trained
     package = load(result.package)
     assert package.meta["task"] == "restoration" and package.meta["restoration"]["output_channels"] == 1
+    assert package.network.config.residual  # saved in model.json and rebuilt from it
     clean, noisy = blobs((80, 72), seed=99)
     restored = cytolens.restore(noisy * 1000 + 50, model=result.package)  # any units: back in the input's units
     assert restored.shape == (80, 72) and restored.dtype == np.float32
     restored = (restored - 50) / 1000
     assert np.mean((restored - clean) ** 2) < 0.6 * np.mean((noisy - clean) ** 2)
+
+
+def test_a_residual_network_needs_as_many_input_as_output_channels():
+    from cytolens.nn.unet import UNet
+
+    with pytest.raises(CytolensError, match="residual U-Net adds its input to its output"):
+        UNet(13, 3, residual=True)
 
 
 def test_the_blind_spot_never_sees_itself():

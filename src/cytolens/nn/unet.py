@@ -41,12 +41,13 @@ class NetworkConfig:
     dims: int = 2  # 2: images (N, C, Y, X); 3: volumes (N, C, Z, Y, X)
     pool: str = "max"  # "max", or "blur": max-blur-pool (N2V2, Höck et al. 2022), no checkerboard artefacts
     top_skip: bool = True  # False: the top level's skip connection is left out (N2V2)
+    residual: bool = False  # True: the output is the input plus the network's correction (CARE's default)
 
     def to_dict(self) -> dict:
-        """The arguments as ``model.json`` stores them; ``pool`` and ``top_skip`` only when not their defaults
-        (packages written before they existed, and classifiers, which lack them, read the same)."""
+        """The arguments as ``model.json`` stores them; ``pool``, ``top_skip`` and ``residual`` only when not their
+        defaults (packages written before they existed, and classifiers, which lack them, read the same)."""
         args = asdict(self)
-        for name, default in (("pool", "max"), ("top_skip", True)):
+        for name, default in (("pool", "max"), ("top_skip", True), ("residual", False)):
             if args[name] == default:
                 del args[name]
         return args
@@ -136,6 +137,14 @@ class UNet(nn.Module):
     top_skip : bool
         Keep the skip connection of the top level (N2V2 leaves it out, so a
         self-supervised denoiser cannot copy its input's noise through it).
+    residual : bool
+        Add the input to the output (input and output channels must match): the network
+        learns only the correction, as CARE's restoration U-Net does.
+
+    >>> net = UNet(1, 1, depth=1, base_channels=2, residual=True)
+    >>> _ = torch.nn.init.zeros_(net.head.weight), torch.nn.init.zeros_(net.head.bias)
+    >>> x = torch.rand(1, 1, 4, 4); bool(torch.equal(net(x), x))
+    True
     """
 
     def __init__(
@@ -149,6 +158,7 @@ class UNet(nn.Module):
         dims: int = 2,
         pool: str = "max",
         top_skip: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         layer = layers_for(dims)
@@ -158,7 +168,11 @@ class UNet(nn.Module):
             raise InvalidParameterError(f"pool must be 'max' or 'blur', got {pool!r}")
         if depth < 1 or base_channels < 1:
             raise InvalidParameterError("depth and base_channels must be positive")
-        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims, pool, top_skip)
+        if residual and in_channels != out_channels:
+            raise InvalidParameterError(f"a residual U-Net adds its input to its output, so it needs as many input as "
+                                        f"output channels (got {in_channels} and {out_channels}): set residual off")
+        self.config = UNetConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims, pool, top_skip,
+                                 residual)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList()
         previous = in_channels
@@ -192,7 +206,7 @@ class UNet(nn.Module):
         return x.mean(dim=tuple(range(2, x.dim())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        image, skips = x, []
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
@@ -202,7 +216,7 @@ class UNet(nn.Module):
             skips[0] = None
         for upsample, decoder, skip in zip(self.upsamples, self.decoders, reversed(skips)):
             x = decoder(upsample(x) if skip is None else torch.cat([upsample(x), skip], dim=1))
-        return self.head(x)
+        return self.head(x) + image if self.config.residual else self.head(x)
 
 
 def receptive_field(depth: int, convs_per_block: int = 2, kernel_size: int = 3) -> int:

@@ -41,10 +41,12 @@ class RestorationArchitectureConfig(ArchitectureConfig):
     pool: Literal["max", "blur"] | None = Field(None, description="max, or blur (max-blur-pool, N2V2); "
                                                 "None: blur for noise2void, max otherwise")
     top_skip: bool | None = Field(None, description="keep the top skip connection; None: off for noise2void")
+    residual: bool = Field(False, description="the output is the input plus the network's correction (CARE's "
+                           "default for denoising); needs as many source as target channels")
 
     def network_args(self) -> dict:
         return {**super().network_args(), "pool": self.pool or "max",
-                "top_skip": True if self.top_skip is None else self.top_skip}
+                "top_skip": True if self.top_skip is None else self.top_skip, "residual": self.residual}
 
 
 class Noise2VoidConfig(_Strict):

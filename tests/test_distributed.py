@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
-from cytolens.data.synthetic import synthetic_nuclei  # noqa: E402
-from cytolens.io import write_image  # noqa: E402
+from cytolens.data.synthetic import synthetic_nuclei
+from cytolens.io import write_image
 
 MODEL = "nuclei_fast"
 
@@ -94,4 +94,4 @@ def test_blockwise_equals_untiled(tmp_path, client):
     table = pd.read_csv(result.table)
     assert sorted(table["label"]) == list(range(1, result.n_objects + 1))
     row = table.iloc[len(table) // 2]
-    assert stitched[int(round(row["centroid_y"])), int(round(row["centroid_x"]))] in (row["label"], 0)
+    assert stitched[round(row["centroid_y"]), round(row["centroid_x"])] in (row["label"], 0)

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("psutil")
 
-from server_helpers import MODEL, Server, submit, wait_for, write_images  # noqa: E402
+from server_helpers import MODEL, Server, submit, wait_for, write_images
 
 TOKEN = "s3cret-token"
 

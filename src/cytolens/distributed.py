@@ -123,7 +123,7 @@ def open_lazy(source: str | os.PathLike):
     if source.is_dir():  # Zarr / OME-Zarr
         node = zarr.open(str(source), mode="r")
         if isinstance(node, zarr.Group):
-            node = node["0"] if "0" in node else None
+            node = node.get("0")
             if node is None:
                 raise ImageReadError(f"{source} is a Zarr group without an array '0'; point at the array itself")
         return node
@@ -131,10 +131,10 @@ def open_lazy(source: str | os.PathLike):
 
     try:
         return zarr.open(tifffile.imread(source, aszarr=True), mode="r")
-    except Exception:  # an old tifffile / zarr pair: a memory map works for uncompressed TIFFs
+    except Exception:  # noqa: BLE001  (an old tifffile / zarr pair): a memory map works for uncompressed TIFFs
         try:
             return tifffile.memmap(source, mode="r")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (tifffile raises many kinds)
             raise ImageReadError(f"{source}: cannot read lazily ({exc}); write it as Zarr or an uncompressed "
                                  "TIFF") from None
 

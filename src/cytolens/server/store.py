@@ -22,7 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["JOB_ID", "JobStore", "STATES"]
+__all__ = ["JOB_ID", "STATES", "JobStore"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 #: a job id: 32 lowercase hex digits (uuid4().hex); anything else never reaches the file system
@@ -114,7 +114,7 @@ class JobStore:
         return self._update_held(job_id, attempt, "progress = ?, message = ?", (fraction, message))
 
     def finish(self, job_id: str, attempt: int, outputs: list[str], error: str | None = None) -> bool:
-        return self._update_held(job_id, attempt, "state = 'done', progress = 1, outputs = ?, error = ?",
+        return self._update_held(job_id, attempt, "state = 'done', progress = 1, message = '', outputs = ?, error = ?",
                                  (json.dumps(outputs), error))
 
     def fail(self, job_id: str, attempt: int, error: str) -> bool:

@@ -63,6 +63,15 @@ def test_cli_dask_option(tmp_path, client):
                                       "--dask", client.scheduler.address])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "a_labels.tif").exists() and (tmp_path / "out" / "segment_summary.csv").exists()
+    big = tmp_path / "big.tif"
+    write_image(big, synthetic_nuclei(shape=(200, 200), n_nuclei=20, seed=5)[0])
+    large = CliRunner().invoke(app, ["segment-large", str(big), "-o", str(tmp_path / "big.ome.zarr"), "-m", MODEL,
+                                     "--diameter", "17", "--block-size", "128", "--overlap", "48", "--dask",
+                                     client.scheduler.address])
+    assert large.exit_code == 0, large.output
+    assert "4 blocks" in large.output and (tmp_path / "big_cells.csv").exists()
+    again = CliRunner().invoke(app, ["segment-large", str(big), "-o", str(tmp_path / "big.ome.zarr"), "-m", MODEL])
+    assert again.exit_code == 1 and "--overwrite" in again.output
     bad = CliRunner().invoke(app, ["segment", str(image), "-o", str(tmp_path / "o2"), "-m", MODEL, "--dask",
                                    "local:x"])
     assert bad.exit_code == 1 and "local:N" in bad.output

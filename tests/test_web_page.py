@@ -93,12 +93,15 @@ def test_page_shows_the_servers_error(browser, tmp_path):
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: "token" in d.find_element(By.ID, "error").text)  # models need the token
-        fake = tmp_path / "fake.png"
-        fake.write_bytes(b"not a png")
         browser.find_element(By.ID, "token").send_keys("abc")
         browser.find_element(By.ID, "diameter").click()  # the token field's change event loads the models
         wait.until(lambda d: d.find_element(By.ID, "error").text == "")
-        browser.find_element(By.ID, "file-input").send_keys(str(fake))
+        # a file dropped on the drop zone (a real drop event with a DataTransfer), named like a PNG but not one
+        browser.execute_script("""
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array([110, 111, 112, 101])], "fake.png", {type: "image/png"}));
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data}));""")
+        assert browser.find_element(By.ID, "chosen").text == "fake.png"
         browser.find_element(By.ID, "submit").click()
         wait.until(lambda d: "not an image" in d.find_element(By.ID, "error").text)
     finally:

@@ -8,8 +8,8 @@ LocalCluster of ``--workers`` processes x 1 thread, one fixed diameter) into OME
 
 Agreement with untiled segmentation, region by region: ``--regions`` windows of ``--region``
 pixels, placed on block corners (where four blocks meet: the hardest place for stitching) and
-at random, are each segmented untiled (one ``cytolens.segment`` call on the region plus a margin
-of ``--overlap``, cropped back) and matched against the stitched labels in the same window:
+at random, are each segmented untiled (one ``cytolens.segment`` call, one tile, on the region plus a
+margin of ``--margin`` pixels, cropped back) and matched against the stitched labels in the same window:
 AP@0.5 = TP / (TP + FP + FN). Objects cut by the window edge are cut alike in both.
 
 Memory: each block task records its worker's peak resident memory (``ru_maxrss``) and the
@@ -17,7 +17,7 @@ block's pixels; the table reports the peak per worker. Run also with a smaller `
 see the peak follow the block size, not the image size.
 
 Usage: python benchmarks/blockwise_large.py [--size 16000] [--block 2048] [--overlap 128] [--workers 2]
-Writes benchmarks/results/blockwise_large_<size>.{md,csv}.
+Writes benchmarks/results/blockwise_large_<size>_block<block>_overlap<overlap>.{md,csv}.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--regions", type=int, default=8)
     parser.add_argument("--region", type=int, default=768)
+    parser.add_argument("--margin", type=int, default=256, help="context around each region for the untiled run")
     parser.add_argument("--keep", type=Path, default=None, help="write the image and results here (else a temp dir)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="blockwise_"))
@@ -117,7 +118,7 @@ def main() -> None:
             centres.append(tuple(rng.integers(half, args.size - half, 2)))
         windows = [(max(int(y) - half, 0), min(int(y) + half, args.size), max(int(x) - half, 0),
                     min(int(x) + half, args.size)) for y, x in centres]
-        untiled = client.gather([client.submit(_untiled_region, str(source), w, args.overlap, args.size, pure=False)
+        untiled = client.gather([client.submit(_untiled_region, str(source), w, args.margin, args.size, pure=False)
                                  for w in windows])
     stitched = zarr.open_group(str(output), mode="r")["0"]
     rows = []
@@ -133,7 +134,7 @@ def main() -> None:
         workers[block["pid"]] = max(workers.get(block["pid"], 0.0), block["peak_rss_mb"])
     window_px = max(b["block_pixels"] for b in result.blocks)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"blockwise_large_{args.size}"
+    stem = RESULTS / f"blockwise_large_{args.size}_block{args.block}_overlap{args.overlap}"
     with open(stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -141,7 +142,7 @@ def main() -> None:
     aps = [r["ap50"] for r in rows]
     lines = [f"# blockwise_large ({args.size} x {args.size})", "",
              f"`python benchmarks/blockwise_large.py --size {args.size} --block {args.block} --overlap {args.overlap} "
-             f"--workers {args.workers} --regions {args.regions} --region {args.region}`; synthetic nuclei "
+             f"--workers {args.workers} --regions {args.regions} --region {args.region} --margin {args.margin}`; synthetic nuclei "
              f"(diameters 14-26 px), model {MODEL}, diameter {DIAMETER} given.", "",
              f"Machine: {json.dumps(machine())}", "",
              f"- image written as Zarr in {made:.0f} s; segmented block-wise in {segmented:.0f} s "

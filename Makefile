@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install demo test test-all benchmarks clean
+.PHONY: install demo test test-all benchmarks clean browser
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,14 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# the web page test drives Debian's headless Chromium (it skips, saying why, when chromium is missing)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	else echo "no apt-get: install chromium and chromedriver yourself, or the web page test is skipped"; fi
 
 clean:
 	rm -rf $(VENV) cytolens-demo .pytest_cache

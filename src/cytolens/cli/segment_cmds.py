@@ -118,6 +118,10 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, per-image lines or closing line "
                                                             "(the summary CSV is still written)."),
+    dask: str | None = typer.Option(None, "--dask", metavar="ADDRESS",
+                                    help="Segment the images in parallel on a Dask cluster: a scheduler address "
+                                         "(tcp://host:8786), or `local` (`local:N` for N workers) for a "
+                                         "LocalCluster on this machine. Same files as without it."),
 ) -> None:
     """Segment each image; write a label TIFF and a per-object measurement CSV for each.
 
@@ -130,13 +134,10 @@ def segment(
     from tqdm.auto import tqdm
 
     from cytolens import models
-    from cytolens.api import measure
-    from cytolens.api import segment as segment_api
-    from cytolens.io import check_output_folder, read_image, write_labels, write_table
-    from cytolens.io.rois import write_geojson, write_imagej_rois
+    from cytolens.io import check_output_folder, write_table
     from cytolens.nn.precision import effective_precision
-    from cytolens.overlay import write_overlay
     from cytolens.progress import reporter
+    from cytolens.segment_files import SegmentSettings, segment_file
     from cytolens.tasks.segmentation.inference import check_settings
 
     images = _image_files(images)
@@ -172,31 +173,33 @@ def segment(
         table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"objects": "Int64"})  # blank when failed
         write_table(summary, table, overwrite=overwrite or earlier > 0 or len(rows) > 1)
 
-    report = reporter(progress_listener(quiet), "segmenting", total=len(images))
-    for images_done, image_path in enumerate(images, start=1):
+    settings = SegmentSettings(diameter=diameter, tile_size=tile_size, min_size=min_size, augment=augment,
+                               gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
+                               postprocess=parse_params(param or []), overlay=overlay, rois=rois, geojson=geojson)
+
+    def run_here(image_path: Path) -> tuple[Path, SegmentationInfo | None, Exception | None]:
         try:
-            image = read_image(image_path)
             with warnings_about(image_path):  # `warning: <image>: ...`, for each image that raises it
-                labels, info = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                                           gamma=gamma, filter_objects=filter_objects, precision=precision,
-                                           channel=channel, return_info=True, **extra)
+                return image_path, segment_file(image_path, output, package, settings, overwrite=overwrite), None
         except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
+            return image_path, None, exc
+
+    if dask:
+        from cytolens.distributed import segment_files_on_dask
+
+        outcomes = segment_files_on_dask(images, output, model, settings, address=dask, overwrite=overwrite)
+    else:
+        outcomes = map(run_here, images)
+    report = reporter(progress_listener(quiet), "segmenting", total=len(images))
+    for images_done, (image_path, info, exc) in enumerate(outcomes, start=1):
+        if info is None:
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
             typer.echo(f"error: {message}", err=True)
             add_row(_summary_row(image_path, error=str(exc)))
             report(images_done, f"{image_path.name} failed")
             continue
-        targets = result_files(image_path, output, extras)
-        write_labels(targets["labels"], labels, overwrite=overwrite)
-        write_table(targets["table"], measure(labels, image), overwrite=overwrite)
-        if overlay:
-            write_overlay(targets["overlay"], image, labels, channel=channel, overwrite=overwrite)
-        if rois:
-            write_imagej_rois(targets["rois"], labels, overwrite=overwrite)
-        if geojson:
-            write_geojson(targets["geojson"], labels, overwrite=overwrite)
-        total += int(labels.max())
+        total += info.n_objects
         add_row(_summary_row(image_path, info))
         if not quiet:
             tqdm.write(_image_line(image_path, info))  # above the progress bar, not through it

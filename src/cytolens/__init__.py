@@ -4,9 +4,9 @@
 >>> labels = cytolens.segment(image)  # doctest: +SKIP
 """
 
-from cytolens.api import measure, segment
+from cytolens.api import classify, embed, measure, segment
 from cytolens.errors import CytolensError
 
 __version__ = "0.1.0"
 
-__all__ = ["CytolensError", "__version__", "measure", "segment"]
+__all__ = ["CytolensError", "__version__", "classify", "embed", "measure", "segment"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cytolens.cli import evaluate_cmds, segment_cmds, track_cmds, train_cmds
+from cytolens.cli import classify_cmds, evaluate_cmds, segment_cmds, track_cmds, train_cmds
 from cytolens.cli._common import one_line_warnings
 
 app = typer.Typer(
@@ -46,7 +46,7 @@ def _every_command(ctx: typer.Context,
     ctx.with_resource(one_line_warnings())  # every warning as one line `warning: ...`, for every command
 
 
-for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds):
+for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, classify_cmds):
     module.register(app)
 
 

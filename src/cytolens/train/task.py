@@ -36,7 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 from cytolens.errors import InvalidParameterError
 
 #: task name → the task object, or "module:attribute" where it lives (imported when first used)
-TASKS: dict[str, Any] = {"segmentation": "cytolens.tasks.segmentation.task:TASK"}
+TASKS: dict[str, Any] = {"segmentation": "cytolens.tasks.segmentation.task:TASK",
+                         "classification": "cytolens.tasks.classification.task:TASK"}
 
 Batches = Callable[[int], Iterable[tuple[Any, Any]]]
 LossFn = Callable[[Any, Any], Any]

@@ -261,3 +261,30 @@ def test_transfer_keeps_the_encoder_with_other_classes_and_channels():
     assert torch.equal(child.head.weight, head_before)  # 7 classes, not 8: a fresh head
     expected = parent.stem[0].weight.mean(1, keepdim=True).repeat(1, 2, 1, 1) * 1.5
     assert torch.allclose(child.stem[0].weight, expected)
+
+
+def test_train_from_a_csv_of_cells_with_the_mask_channel(tmp_path):
+    """``data.table`` rows with ``labels, label``: crops centred on each cell, the mask as an extra channel."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    rows = []
+    for k in range(4):
+        field = np.full((40, 80, 2), 100, np.uint16)
+        labels = np.zeros((40, 80), np.uint16)
+        for j, kind in enumerate(("disk", "ring")):
+            tile = shape_image(kind, rng)
+            field[4:36, 40 * j + 4:40 * j + 36] = tile
+            labels[4:36, 40 * j + 4:40 * j + 36][tile[..., 0] > 300] = j + 1
+            rows.append({"path": f"f{k}.tif", "class": kind, "labels": f"f{k}_labels.tif", "label": j + 1})
+        write_image(tmp_path / f"f{k}.tif", field, axes="YXC")
+        write_image(tmp_path / f"f{k}_labels.tif", labels)
+    pd.DataFrame(rows).to_csv(tmp_path / "cells.csv", index=False)
+    config = config_for(tmp_path, data={"images": None, "table": str(tmp_path / "cells.csv")},
+                        input={"mask_channel": True, "cell_crop": 32},
+                        optimization={"epochs": 1, "steps_per_epoch": 1, "batch_size": 4})
+    result = cytolens.train(config, progress=False)
+    meta = cytolens.models.read_meta(result.package)
+    assert meta["classes"] == ["disk", "ring"] and meta["input"]["channels"] == 2  # channel 0 + the mask
+    assert result.split_sizes == {"train": 6, "val": 2, "test": 0}
+    table = cytolens.classify(tmp_path / "f0.tif", model=result.package, labels=tmp_path / "f0_labels.tif")
+    assert table["label"].tolist() == [1, 2] and list(table.columns[-2:]) == ["p_disk", "p_ring"]

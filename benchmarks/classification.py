@@ -243,6 +243,11 @@ def main() -> None:
     results = [r for name in args.models
                if (r := run_model(name, out, baseline=not args.no_baseline and "unweighted" not in name))]
     info = machine()
+    previous = RESULTS / "classification.json"
+    if previous.is_file():  # keep the models not rerun this time (e.g. --models cell-cycle later)
+        rerun = {r["model"] for r in results}
+        kept = [r for r in json.loads(previous.read_text())["results"] if r["model"] not in rerun]
+        results = sorted(kept + results, key=lambda r: list(MODELS).index(r["model"]))
     (RESULTS / "classification.json").write_text(json.dumps({"machine": info, "results": results}, indent=1) + "\n")
     (RESULTS / "classification.md").write_text(report(results, info))
     print(f"wrote {RESULTS / 'classification.md'}")

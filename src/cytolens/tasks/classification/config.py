@@ -85,6 +85,8 @@ class ClassificationTrainConfig(TrainConfig):
     architecture: ArchitectureConfig = ArchitectureConfig(name="resnet", depth=4, base_channels=16)
     optimization: OptimizationConfig = OptimizationConfig(crop_size=64, batch_size=32, steps_per_epoch=50)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cross-entropy label smoothing")
+    free_rotation: bool = Field(True, description="with augmentation.rotations: any angle (corners filled by "
+                                                  "reflection); False: multiples of 90 degrees only (small tiles)")
     normalization: tuple[float, float] = Field(
         (0.5, 99.5), description="percentiles of the training set, per channel, mapped to 0 and 1")
 

@@ -84,10 +84,11 @@ def normalize(raw: np.ndarray, low: Sequence[float], high: Sequence[float], mask
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def augment(image: np.ndarray, rng: np.random.Generator, aug, has_mask: bool) -> np.ndarray:
+def augment(image: np.ndarray, rng: np.random.Generator, aug, has_mask: bool, free_rotation: bool = True) -> np.ndarray:
     """A randomly flipped, rotated, scaled, shifted and intensity-jittered copy of ``(C, S, S)`` ``image``.
 
-    Uses ``flips``, ``rotations`` (any angle), ``scale_range`` and ``intensity`` of the
+    Uses ``flips``, ``rotations`` (any angle, or multiples of 90° without ``free_rotation``), ``scale_range``
+    and ``intensity`` of the
     augmentation config; the mask channel (last, when ``has_mask``) moves with the image
     but keeps its values.
     """
@@ -100,7 +101,7 @@ def augment(image: np.ndarray, rng: np.random.Generator, aug, has_mask: bool) ->
         out = np.rot90(out, int(rng.integers(4)), axes=(1, 2))
     low, high = aug.scale_range
     scale = math.exp(rng.uniform(math.log(low), math.log(high)))
-    angle = rng.uniform(0, 2 * math.pi) if aug.rotations else 0.0
+    angle = rng.uniform(0, 2 * math.pi) if aug.rotations and free_rotation else 0.0
     size = out.shape[1]
     if scale != 1.0 or angle:
         cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
@@ -145,7 +146,8 @@ class ClassBatches:
         has_mask = self.config.input.mask_channel
         for step in range(self.steps):
             chosen = [self.samples[i] for i in order[step * self.batch_size:(step + 1) * self.batch_size]]
-            images = np.stack([augment(s.image, rng, self.config.augmentation, has_mask) for s in chosen])
+            images = np.stack([augment(s.image, rng, self.config.augmentation, has_mask, self.config.free_rotation)
+                               for s in chosen])
             yield torch.from_numpy(images), torch.tensor([s.targets for s in chosen], dtype=torch.long)
 
 

@@ -3,6 +3,9 @@ and used from the API and the CLI; class weights, cell crops at borders, and eve
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -288,3 +291,18 @@ def test_train_from_a_csv_of_cells_with_the_mask_channel(tmp_path):
     assert result.split_sizes == {"train": 6, "val": 2, "test": 0}
     table = cytolens.classify(tmp_path / "f0.tif", model=result.package, labels=tmp_path / "f0_labels.tif")
     assert table["label"].tolist() == [1, 2] and list(table.columns[-2:]) == ["p_disk", "p_ring"]
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc_blood_cells" / "images"
+
+
+@pytest.mark.shared_data
+def test_the_bundled_blood_cells_model_on_its_validation_images():
+    """Three validation images per class (from training/blood-cells/split.json), read from ../shared/data."""
+    if not SHARED.is_dir():
+        pytest.skip(f"needs the PBC blood-cell images in {SHARED} (../shared/data)")
+    split = json.loads((Path(__file__).resolve().parents[1] / "training" / "blood-cells" / "split.json").read_text())
+    chosen = [i for k, i in enumerate(split["val"]) if k % 23 < 3]
+    files = [next((SHARED / i).parent.glob(Path(i).name + ".*")) for i in chosen]
+    table = cytolens.classify([str(f) for f in files], model="blood-cells")
+    assert (table["predicted"] == [Path(i).parent.name for i in chosen]).mean() >= 0.85

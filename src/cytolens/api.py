@@ -24,7 +24,7 @@ from cytolens.models.package import ModelPackage
 if TYPE_CHECKING:
     from cytolens.tasks.segmentation.inference import SegmentationInfo
 
-__all__ = ["clear_model_cache", "measure", "restore", "segment", "train_denoiser"]
+__all__ = ["classify", "clear_model_cache", "embed", "measure", "restore", "segment", "train_denoiser"]
 
 #: how many loaded models :func:`segment` keeps (least recently used dropped first)
 MODEL_CACHE_SIZE = 4
@@ -219,3 +219,25 @@ def train_denoiser(images, output: str | os.PathLike, *, minutes: float = 5.0, o
     from cytolens.tasks.restoration.denoiser import train_denoiser as train
 
     return train(images, output, minutes=minutes, overwrite=overwrite, progress=progress, **settings)
+
+
+def classify(images, model: str | os.PathLike | ModelPackage = "blood-cells", labels=None, **options):
+    """Classify images (one row each) or every cell of one image given its ``labels`` (one row per cell).
+
+    A table with ``path`` (and ``label``), ``predicted`` and ``p_<class>`` per class; see
+    :func:`cytolens.tasks.classification.inference.classify` for the options.
+    """
+    from cytolens.tasks.classification.inference import classify as classify_images
+
+    return classify_images(images, model, labels, **options)
+
+
+def embed(images, model: str | os.PathLike | ModelPackage = "blood-cells", labels=None, *,
+          clusters: int | None = None, **options):
+    """Penultimate features of images or cells, their PCA projection and KMeans ``clusters`` (one row each).
+
+    See :func:`cytolens.tasks.classification.inference.embed`.
+    """
+    from cytolens.tasks.classification.inference import embed as embed_images
+
+    return embed_images(images, model, labels, clusters=clusters, **options)

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from cytolens.cli import dask_cmds, evaluate_cmds, restore_cmds, segment_cmds, serve_cmds, track_cmds, train_cmds
+from cytolens.cli import (
+    classify_cmds,
+    dask_cmds,
+    evaluate_cmds,
+    restore_cmds,
+    segment_cmds,
+    serve_cmds,
+    track_cmds,
+    train_cmds,
+)
 from cytolens.cli._common import one_line_warnings
 
 app = typer.Typer(
@@ -46,7 +55,7 @@ def _every_command(ctx: typer.Context,
     ctx.with_resource(one_line_warnings())  # every warning as one line `warning: ...`, for every command
 
 
-for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, restore_cmds, serve_cmds, dask_cmds):
+for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, restore_cmds, classify_cmds, serve_cmds, dask_cmds):
     module.register(app)
 
 

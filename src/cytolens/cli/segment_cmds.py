@@ -261,7 +261,9 @@ def models_list() -> None:
         meta = read_meta(name)
         scores = meta.get("validation", {}).get("overall", {})
         ap = f"  AP@0.5={scores['ap50']:.3f}" if "ap50" in scores else ""
-        typer.echo(f"{name}\t{meta.get('task')}/{meta.get('schema')}{ap}")
+        ap += f"  macro-F1={scores['macro_f1']:.3f}" if "macro_f1" in scores else ""
+        kind = meta.get("task") + (f"/{meta['schema']}" if meta.get("schema") else "")
+        typer.echo(f"{name}\t{kind}{ap}")
 
 
 @models_app.command("info")

@@ -7,7 +7,7 @@ turns it back into the network. A new architecture adds one line to :data:`ARCHI
 2
 >>> build_network("transformer")
 Traceback (most recent call last):
-cytolens.errors.UnknownModelError: unknown architecture 'transformer'; this cytolens knows classifier, unet
+cytolens.errors.UnknownModelError: unknown architecture 'transformer'; this cytolens knows classifier, resnet, unet
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import torch
 
 from cytolens.errors import UnknownModelError
 from cytolens.nn.classifier import Classifier
+from cytolens.nn.resnet import ResNetClassifier
 from cytolens.nn.unet import UNet
 
 #: name → network class; each class takes keyword arguments and keeps them as ``.config`` (with ``to_dict()``)
-ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"unet": UNet, "classifier": Classifier}
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"unet": UNet, "classifier": Classifier,
+                                                   "resnet": ResNetClassifier}
 
 
 def build_network(name: str, **args) -> torch.nn.Module:

@@ -106,7 +106,7 @@ class TargetDataConfig(DataConfig):
 class ArchitectureConfig(_Strict):
     """The network, by its name in :data:`cytolens.nn.registry.ARCHITECTURES`, and its size."""
 
-    name: Literal["unet", "classifier"] = "unet"
+    name: Literal["unet", "classifier", "resnet"] = "unet"
     depth: int = Field(4, ge=1, le=6, description="pooling steps; sets the receptive field")
     base_channels: int = Field(16, ge=2, le=128, description="width of the first level")
     norm: Literal["batch", "none"] = "batch"

@@ -39,7 +39,8 @@ from cytolens.errors import InvalidParameterError
 
 #: task name → the task object, or "module:attribute" where it lives (imported when first used)
 TASKS: dict[str, Any] = {"segmentation": "cytolens.tasks.segmentation.task:TASK",
-                         "restoration": "cytolens.tasks.restoration.task:TASK"}
+                         "restoration": "cytolens.tasks.restoration.task:TASK",
+                         "classification": "cytolens.tasks.classification.task:TASK"}
 
 Batches = Callable[[int], Iterable[tuple[Any, Any]]]
 LossFn = Callable[[Any, Any], Any]

@@ -101,6 +101,8 @@ def load_parent_weights(network: torch.nn.Module, parent_state: dict[str, torch.
     """
     from cytolens.errors import InvalidParameterError
 
+    if hasattr(network, "adapt_parent_state"):  # e.g. a classifier with other classes or input channels
+        parent_state = network.adapt_parent_state(parent_state)
     state = network.state_dict()
     for key, value in parent_state.items():
         target = state.get(key)

@@ -118,6 +118,13 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, per-image lines or closing line "
                                                             "(the summary CSV is still written)."),
+    axes: str | None = typer.Option(None, "--axes", help="ZYX: each input is a volume (a TIFF stack, (Z, Y, X) or "
+                                                         "(Z, Y, X, C)); its labels are a ZYX TIFF and its table "
+                                                         "has volume, surface area and 3D centroids."),
+    anisotropy: float = typer.Option(1.0, help="Volumes: Z step / XY pixel size (e.g. 2 when planes are twice "
+                                               "as far apart as pixels)."),
+    volume_method: str = typer.Option("auto", help="Volumes: native (a 3D model), slices (a 2D model on each "
+                                                   "plane, linked through Z by overlap) or auto."),
 ) -> None:
     """Segment each image; write a label TIFF and a per-object measurement CSV for each.
 
@@ -147,6 +154,11 @@ def segment(
     if min_size is not None:
         extra["min_size"] = min_size
     check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
+    volumes = _volume_mode(axes)
+    if volumes:  # every volume is checked before anything is written
+        from cytolens.cli.volume_checks import check_volume_run
+
+        check_volume_run(package, images, anisotropy, volume_method, channel, extras)
     # a CPU without bfloat16 says so once, not once per image
     precision = effective_precision(precision, next(package.network.parameters()).device)
     check_output_folder(output)
@@ -177,9 +189,13 @@ def segment(
         try:
             image = read_image(image_path)
             with warnings_about(image_path):  # `warning: <image>: ...`, for each image that raises it
-                labels, info = segment_api(image, package, diameter=diameter, tile_size=tile_size, augment=augment,
-                                           gamma=gamma, filter_objects=filter_objects, precision=precision,
-                                           channel=channel, return_info=True, **extra)
+                if volumes:
+                    labels, info = _segment_volume(segment_api, image, package, diameter, channel, anisotropy,
+                                                   volume_method, filter_objects, extra)
+                else:
+                    labels, info = segment_api(image, package, diameter=diameter, tile_size=tile_size,
+                                               augment=augment, gamma=gamma, filter_objects=filter_objects,
+                                               precision=precision, channel=channel, return_info=True, **extra)
         except (ImageReadError, InvalidImageError) as exc:  # this image's problem: go on with the others
             failed += 1
             message = str(exc) if str(image_path) in str(exc) else f"{image_path}: {exc}"
@@ -188,8 +204,9 @@ def segment(
             report(images_done, f"{image_path.name} failed")
             continue
         targets = result_files(image_path, output, extras)
-        write_labels(targets["labels"], labels, overwrite=overwrite)
-        write_table(targets["table"], measure(labels, image), overwrite=overwrite)
+        write_labels(targets["labels"], labels, overwrite=overwrite, axes="ZYX" if volumes else None)
+        spacing = (anisotropy, 1.0, 1.0) if volumes else None
+        write_table(targets["table"], measure(labels, image, spacing=spacing), overwrite=overwrite)
         if overlay:
             write_overlay(targets["overlay"], image, labels, channel=channel, overwrite=overwrite)
         if rois:
@@ -199,7 +216,9 @@ def segment(
         total += int(labels.max())
         add_row(_summary_row(image_path, info))
         if not quiet:
-            tqdm.write(_image_line(image_path, info))  # above the progress bar, not through it
+            line = f"{image_path.name}: {info.n_objects} objects in {labels.shape[0]} planes" if volumes \
+                else _image_line(image_path, info)
+            tqdm.write(line)  # above the progress bar, not through it
         report(images_done, image_path.name)
     done = len(images) - failed
     if failed and len(images) > 1:
@@ -208,6 +227,25 @@ def segment(
         typer.echo(f"{total} objects in {done} image(s); results in {output}, run summary in {summary}")
     if failed:
         raise typer.Exit(code=1)
+
+
+def _volume_mode(axes: str | None) -> bool:
+    """True for ``--axes ZYX`` (or ZYXC), False for none / YX; an error for anything else."""
+    if axes is None or axes.upper() in ("YX", "YXC"):
+        return False
+    if axes.upper() in ("ZYX", "ZYXC"):
+        return True
+    raise InvalidParameterError(f"--axes takes YX (images) or ZYX (volumes), got {axes!r}")
+
+
+def _segment_volume(segment_api, volume, package, diameter, channel, anisotropy, method, filter_objects, extra):
+    """A volume's labels and the :class:`SegmentationInfo` its summary row and line report."""
+    from cytolens.tasks.segmentation.inference import SegmentationInfo
+
+    labels = segment_api(volume, package, axes="ZYX", anisotropy=anisotropy, volume_method=method,
+                         diameter=diameter, channel=channel, filter_objects=filter_objects, **extra)
+    return labels, SegmentationInfo(diameter=diameter, estimated=diameter is None, scale=1.0,
+                                    n_objects=int(labels.max()))
 
 
 def _image_files(paths: list[Path]) -> list[Path]:

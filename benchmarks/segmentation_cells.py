@@ -136,13 +136,13 @@ def main() -> None:
     summary = table.groupby(["kind", "method"], sort=False)[["ap50", "ap75", "dsb2018", "seconds"]].mean()
     info = machine()
     lines = ["# Whole cells: held-out Usiigaci sets (" + ", ".join(test_ids()) + ")", "",
-             "Made by `benchmarks/segmentation_cells.py` "
-             f"({'--oracle ' if args.oracle else ''}{'--models ' + ' '.join(args.models) if args.models else ''}).",
-             f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
-             f"commit {info['commit']}.", "",
-             "oracle = the schema's own targets (from the truth) as perfect network outputs, post-processed with the "
-             f"schema's defaults at target diameter {TARGET_DIAMETER:g} px: the ceiling of the representation. "
-             "Means over the test images; seconds = post-processing (oracle) or the whole segment call (model).",
+             ("Made by `benchmarks/segmentation_cells.py` "
+              f"({'--oracle ' if args.oracle else ''}{'--models ' + ' '.join(args.models) if args.models else ''})."),
+             (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
+              f"commit {info['commit']}."), "",
+             ("oracle = the schema's own targets (from the truth) as perfect network outputs, post-processed with the "
+              f"schema's settings at target diameter {TARGET_DIAMETER:g} px: the ceiling of the representation. "
+              "Means over the test images; seconds = post-processing (oracle) or the whole segment call (model)."),
              "", "| kind | method | AP@0.5 | AP@0.75 | DSB2018 | seconds / image |", "| --- | --- | --- | --- | --- | --- |"]
     for (kind, method), row in summary.iterrows():
         lines.append(f"| {kind} | {method} | {row.ap50:.3f} | {row.ap75:.3f} | {row.dsb2018:.3f} | {row.seconds:.2f} |")

@@ -20,7 +20,7 @@ from cytolens.metrics.segmentation import match
 from cytolens.models import load
 from cytolens.models.package import ModelPackage, save
 from cytolens.nn.unet import UNet
-from cytolens.tasks.segmentation.volume import segment_volume, stitch_planes
+from cytolens.tasks.segmentation.volume import segment_volume, split_at_necks, stitch_planes
 
 torch.set_num_threads(1)
 
@@ -259,3 +259,15 @@ def test_cli_bad_volume_input_is_one_line_and_writes_nothing(tmp_path, shape, ar
 def test_errors_are_cytolens_errors():
     with pytest.raises(CytolensError):
         cytolens.segment(np.zeros((4, 4)), "nuclei_fast", axes="TZYX")
+
+
+def test_stacked_touching_nuclei_are_cut_at_their_neck_and_a_ball_is_not():
+    z, y, x = np.mgrid[0:19, 0:20, 0:20]  # balls cut by the volume's faces: no one-pixel caps
+    upper = (z - 4) ** 2 + (y - 10) ** 2 + (x - 10) ** 2 <= 36
+    lower = ((z - 14) ** 2 + (y - 10) ** 2 + (x - 10) ** 2 <= 36) & ~upper
+    planes = np.where(upper | lower, 7, 0).astype(np.int32)  # each plane one 2D object: stitched into one
+    stitched = stitch_planes(planes)
+    assert stitched.max() == 1
+    cut = split_at_necks(stitched)
+    assert cut.max() == 2 and ap50((upper + 2 * lower).astype(np.int32), cut) == 1.0
+    assert split_at_necks(stitch_planes(upper[:10].astype(np.int32))).max() == 1

@@ -186,5 +186,14 @@ def postprocess(outputs: np.ndarray, foreground_threshold: float = 0.5, steps: i
                              int(min_size))
 
 
-__all__ = ["FLOW_SCALE", "FlowFieldParams", "OUTPUT_CHANNELS", "flows", "follow_flows", "heat_map",
-           "labels_from_flows", "postprocess", "targets"]
+__all__ = [
+    "FLOW_SCALE",
+    "OUTPUT_CHANNELS",
+    "FlowFieldParams",
+    "flows",
+    "follow_flows",
+    "heat_map",
+    "labels_from_flows",
+    "postprocess",
+    "targets",
+]

@@ -142,7 +142,7 @@ def test_huge_label_ids_are_measured_and_kept():
 @pytest.mark.parametrize(
     ("labels", "match"),
     [
-        (np.zeros((2, 3, 4), dtype=np.uint16), "2D"),
+        (np.zeros((2, 3, 4, 5), dtype=np.uint16), "2D"),
         (np.zeros(5, dtype=np.uint16), "2D"),
         (np.zeros((0, 5), dtype=np.uint16), "empty"),
         (np.array([[0, 1.5], [2, 2]], dtype=np.float32), "fractional values .* intensity image"),
@@ -176,7 +176,7 @@ def test_invalid_spacing_raises(spacing):
 
 def test_errors_are_cytolens_errors():
     with pytest.raises(CytolensError):
-        measure(np.zeros((2, 2, 2), dtype=np.uint8))
+        measure(np.zeros((2, 2, 2, 2), dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------- an intensity image given as labels

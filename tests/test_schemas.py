@@ -93,7 +93,7 @@ def test_remove_small_objects_renumbers():
     assert out.max() == 2 and (out == 0).sum() == 5 + 1  # object 5 (1 px) removed
 
 
-@pytest.mark.parametrize("bad", [np.zeros((3, 4, 5), int), np.zeros((4, 4), float), -np.ones((4, 4), int)])
+@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 5), int), np.zeros((4, 4), float), -np.ones((4, 4), int)])
 def test_targets_reject_bad_labels(bad):
     with pytest.raises(InvalidImageError):
         deep_watershed.targets(bad)

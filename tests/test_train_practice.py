@@ -53,7 +53,7 @@ def test_bundled_nuclei_config_still_validates():
     ({"optimization": {"learning_rate": -1}}, r"optimization.learning_rate: Input should be greater than 0 \(got -1\)"),
     ({"optimization": {"crop_size": 100}}, r"crop_size 100 must be a multiple of 2\*\*architecture.depth = 16"),
     ({"architecture": {"depth": 9}}, r"architecture.depth: Input should be less than or equal to 6"),
-    ({"schema": "stardist"}, r"schema: Input should be 'deep_watershed', 'contact_watershed' or 'pixel_classes'"),
+    ({"schema": "stardist"}, r"schema: Input should be 'deep_watershed', 'contact_watershed', 'pixel_classes' or 'flow_field'"),
     ({"augmentation": {"preset": "confocal"}}, r"augmentation.preset: Input should be 'fluorescence', 'brightfield'"),
     ({"augmentation": {"scale_range": [1.5, 1.0]}}, r"scale_range must be 0 < low <= high"),
     ({"freeze_encoder_epochs": 2}, r"freeze_encoder_epochs needs init_from"),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cytolens import models
+from cytolens.errors import InvalidParameterError
 from cytolens.measure import measure  # re-exported: cytolens.measure(labels, image)
 from cytolens.models.package import ModelPackage
 
@@ -96,9 +97,12 @@ def segment(
     precision: str = "float32",
     channel: int | None = None,
     return_info: bool = False,
+    axes: str | None = None,
+    anisotropy: float = 1.0,
+    volume_method: str = "auto",
     **postprocess,
 ) -> np.ndarray | tuple[np.ndarray, SegmentationInfo]:
-    """Segment every object of a 2D image into a label image.
+    """Segment every object of a 2D image (or, with ``axes="ZYX"``, a volume) into a label image.
 
     Parameters
     ----------
@@ -134,6 +138,17 @@ def segment(
         the diameter used (estimated or given), the scale applied, the object count, the
         network's certainty and the share of the foreground the object filter removed,
         and the warnings the image raised. The labels are the same either way.
+        (2D images only.)
+    axes : {None, "YX", "ZYX", "ZYXC"}
+        ``"ZYX"`` (or ``"ZYXC"``) segments a volume ``(Z, Y, X[, C])`` into a ``(Z, Y, X)``
+        label volume (:func:`cytolens.tasks.segmentation.volume.segment_volume`); None or
+        ``"YX"``: a 2D image.
+    anisotropy : float
+        Volumes: Z step / XY pixel size (> 0), e.g. 2 when planes are twice as far apart
+        as pixels.
+    volume_method : {"auto", "native", "slices"}
+        Volumes: a 3D network on 3D tiles ("native"), or the 2D model on each plane with
+        the planes' objects linked by overlap ("slices"); "auto" picks what the model can do.
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -164,6 +179,20 @@ def segment(
     from cytolens.preprocess import select_channel
     from cytolens.tasks.segmentation.inference import segment_image_with_info
 
+    if axes is not None and axes.upper() not in ("YX", "YXC"):
+        from cytolens.tasks.segmentation.volume import segment_volume
+
+        if axes.upper() not in ("ZYX", "ZYXC"):
+            raise InvalidParameterError(f"axes must be 'YX' (an image) or 'ZYX' (a volume), got {axes!r}")
+        if return_info:
+            raise InvalidParameterError("return_info is for 2D images; a volume returns its labels only")
+        if channel is not None:
+            if np.ndim(image) != 4:
+                raise InvalidParameterError(f"channel={channel} needs a (Z, Y, X, C) volume, got shape "
+                                            f"{np.shape(image)}")
+            image = np.stack([select_channel(plane, channel) for plane in image])  # each (Y, X, C) plane
+        return segment_volume(_load(model), image, anisotropy=anisotropy, method=volume_method,
+                              diameter=diameter, filter_objects=filter_objects, **postprocess)
     if channel is not None:
         image = select_channel(image, channel)
     labels, info = segment_image_with_info(_load(model), image, diameter=diameter, tile_size=tile_size,

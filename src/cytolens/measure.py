@@ -50,8 +50,8 @@ def _validate_labels(labels, force: bool = False) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise InvalidImageError(
-            f"labels must be a 2D (Y, X) label image, got shape {labels.shape}; "
-            "measure each frame or plane of a stack separately")
+            f"labels must be a 2D (Y, X) label image or a 3D (Z, Y, X) label volume, got shape {labels.shape}; "
+            "measure each frame of a movie separately")
     if labels.size == 0:
         raise InvalidImageError(f"label image is empty (shape {labels.shape})")
     if np.issubdtype(labels.dtype, np.floating):
@@ -151,7 +151,10 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
     Parameters
     ----------
     labels : ndarray of int, shape (Y, X)
-        Label image, 0 = background, each object one positive id.
+        Label image, 0 = background, each object one positive id. A ``(Z, Y, X)``
+        label volume is measured in 3D instead (volume, surface area, equivalent
+        diameter, 3D centroid; ``spacing`` = ``(dz, dy, dx)``): see
+        :func:`cytolens.measure3d.measure_volume`.
     image : ndarray, shape (Y, X) or (Y, X, C), optional
         Intensity image with the same Y, X as ``labels``, channels last.
     spacing : float or (float, float), optional
@@ -194,6 +197,10 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None,
     >>> table[["label", "area", "centroid_y", "centroid_x", "total_intensity"]].to_dict("records")
     [{'label': 7, 'area': 6.0, 'centroid_y': 1.5, 'centroid_x': 2.0, 'total_intensity': 60.0}]
     """
+    if np.ndim(labels) == 3:  # a (Z, Y, X) label volume: volume, surface area, 3D centroid
+        from cytolens.measure3d import measure_volume
+
+        return measure_volume(labels, image, spacing)
     labels = _validate_labels(labels, force)
     spacing = _validate_spacing(spacing)
     if image is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,10 @@ class SegmentSettings(BaseModel):
     overlay: bool = Field(False, description="also write <stem>_overlay.png")
     rois: bool = Field(False, description="also write <stem>_rois.zip (ImageJ ROIs)")
     geojson: bool = Field(False, description="also write <stem>_objects.geojson (QuPath)")
+    axes: Literal["ZYX"] | None = Field(None, description="ZYX: the file is a volume (labels written as a ZYX TIFF)")
+    # checked by cytolens.segment for a volume (ignored for an image, as the CLI ignores them without --axes)
+    anisotropy: float = Field(1.0, description="volumes: Z step / XY pixel size")
+    volume_method: str = Field("auto", description="volumes: native (3D model), slices (2D, linked through Z) or auto")
 
     @property
     def extras(self) -> tuple[str, ...]:
@@ -96,13 +100,24 @@ def segment_file(image_path: Path, output: Path, package: ModelPackage | str, se
     from cytolens.overlay import write_overlay
 
     image = read_image(image_path)
-    labels, info = segment_api(image, package, diameter=settings.diameter, tile_size=settings.tile_size,
-                               augment=settings.augment, gamma=settings.gamma, filter_objects=settings.filter_objects,
-                               precision=settings.precision, channel=settings.channel, return_info=True,
-                               **settings.postprocess_params())
+    if settings.axes == "ZYX":
+        from cytolens.tasks.segmentation.inference import SegmentationInfo
+
+        labels = segment_api(image, package, axes="ZYX", anisotropy=settings.anisotropy,
+                             volume_method=settings.volume_method, diameter=settings.diameter,
+                             channel=settings.channel, filter_objects=settings.filter_objects,
+                             **settings.postprocess_params())
+        info = SegmentationInfo(diameter=settings.diameter, estimated=settings.diameter is None, scale=1.0,
+                                n_objects=int(labels.max()))
+    else:
+        labels, info = segment_api(image, package, diameter=settings.diameter, tile_size=settings.tile_size,
+                                   augment=settings.augment, gamma=settings.gamma,
+                                   filter_objects=settings.filter_objects, precision=settings.precision,
+                                   channel=settings.channel, return_info=True, **settings.postprocess_params())
     targets = result_files(Path(name or image_path.name), Path(output), settings.extras)
-    write_labels(targets["labels"], labels, overwrite=overwrite)
-    write_table(targets["table"], measure(labels, image), overwrite=overwrite)
+    write_labels(targets["labels"], labels, overwrite=overwrite, axes=settings.axes)
+    spacing = (settings.anisotropy, 1.0, 1.0) if settings.axes == "ZYX" else None
+    write_table(targets["table"], measure(labels, image, spacing=spacing), overwrite=overwrite)
     if settings.overlay:
         write_overlay(targets["overlay"], image, labels, channel=settings.channel, overwrite=overwrite)
     if settings.rois:

@@ -122,6 +122,13 @@ def segment(
                                     help="Segment the images in parallel on a Dask cluster: a scheduler address "
                                          "(tcp://host:8786), or `local` (`local:N` for N workers) for a "
                                          "LocalCluster on this machine. Same files as without it."),
+    axes: str | None = typer.Option(None, "--axes", help="ZYX: each input is a volume (a TIFF stack, (Z, Y, X) or "
+                                                         "(Z, Y, X, C)); its labels are a ZYX TIFF and its table "
+                                                         "has volume, surface area and 3D centroids."),
+    anisotropy: float = typer.Option(1.0, help="Volumes: Z step / XY pixel size (e.g. 2 when planes are twice "
+                                               "as far apart as pixels)."),
+    volume_method: str = typer.Option("auto", help="Volumes: native (a 3D model), slices (a 2D model on each "
+                                                   "plane, linked through Z by overlap) or auto."),
 ) -> None:
     """Segment each image; write a label TIFF and a per-object measurement CSV for each.
 
@@ -148,6 +155,11 @@ def segment(
     if min_size is not None:
         extra["min_size"] = min_size
     check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
+    volumes = _volume_mode(axes)
+    if volumes:  # every volume is checked before anything is written
+        from cytolens.cli.volume_checks import check_volume_run
+
+        check_volume_run(package, images, anisotropy, volume_method, channel, extras)
     # a CPU without bfloat16 says so once, not once per image
     precision = effective_precision(precision, next(package.network.parameters()).device)
     check_output_folder(output)
@@ -175,7 +187,8 @@ def segment(
 
     settings = SegmentSettings(diameter=diameter, tile_size=tile_size, min_size=min_size, augment=augment,
                                gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
-                               postprocess=parse_params(param or []), overlay=overlay, rois=rois, geojson=geojson)
+                               postprocess=parse_params(param or []), overlay=overlay, rois=rois, geojson=geojson,
+                               axes="ZYX" if volumes else None, anisotropy=anisotropy, volume_method=volume_method)
 
     def run_here(image_path: Path) -> tuple[Path, SegmentationInfo | None, Exception | None]:
         try:
@@ -202,7 +215,8 @@ def segment(
         total += info.n_objects
         add_row(_summary_row(image_path, info))
         if not quiet:
-            tqdm.write(_image_line(image_path, info))  # above the progress bar, not through it
+            line = f"{image_path.name}: {info.n_objects} objects (volume)" if volumes else _image_line(image_path, info)
+            tqdm.write(line)  # above the progress bar, not through it
         report(images_done, image_path.name)
     done = len(images) - failed
     if failed and len(images) > 1:
@@ -211,6 +225,15 @@ def segment(
         typer.echo(f"{total} objects in {done} image(s); results in {output}, run summary in {summary}")
     if failed:
         raise typer.Exit(code=1)
+
+
+def _volume_mode(axes: str | None) -> bool:
+    """True for ``--axes ZYX`` (or ZYXC), False for none / YX; an error for anything else."""
+    if axes is None or axes.upper() in ("YX", "YXC"):
+        return False
+    if axes.upper() in ("ZYX", "ZYXC"):
+        return True
+    raise InvalidParameterError(f"--axes takes YX (images) or ZYX (volumes), got {axes!r}")
 
 
 def _image_files(paths: list[Path]) -> list[Path]:

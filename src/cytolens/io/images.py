@@ -348,7 +348,8 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.uint16) if top <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = False) -> Path:
+def write_labels(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = False,
+                 axes: str | None = None) -> Path:
     """Write a label image as TIFF: uint16, or uint32 when a label exceeds 65535.
 
     Parameters
@@ -359,6 +360,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = 
         0 = background, each object one positive id.
     overwrite : bool
         Replace an existing file.
+    axes : str, optional
+        The stack's axes, e.g. ``"ZYX"`` for a label volume (stored in the TIFF, one page
+        per plane: Fiji opens it as a Z stack, napari as a 3D labels layer); default
+        ``"YX"`` for 2D, ``"Q...YX"`` (unknown leading axes) for a stack.
 
     Returns
     -------
@@ -386,7 +391,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, overwrite: bool = 
             f"labels must be non-negative integers (0 = background), got dtype {labels.dtype}"
             + (f" with minimum {labels.min()}" if labels.size and np.issubdtype(labels.dtype, np.number) else "")
             + "; for a boolean mask use skimage.measure.label(mask)")
-    axes = "YX" if labels.ndim == 2 else "Q" * (labels.ndim - 2) + "YX"  # labels have no channels
+    if axes is None:
+        axes = "YX" if labels.ndim == 2 else "Q" * (labels.ndim - 2) + "YX"  # labels have no channels
     return write_image(path, labels.astype(label_dtype(labels)), overwrite=overwrite, axes=axes)
 
 

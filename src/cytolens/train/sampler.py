@@ -64,11 +64,35 @@ class TargetKind:
     "nearest" for class ids. ``binary_channels``: channels kept 0/1 after a linear zoom
     (masks stay masks). ``paired_intensity``: the targets are intensities that share the
     input's stain, gamma, contrast and brightness jitter (restoration).
+    ``vector_channels``: ``(y, x)`` channel pairs that hold the two components of a vector
+    field (flows): a flip of X negates the x component and a 90° rotation turns the
+    vectors with the image (:func:`turn_vectors`).
     """
 
     interpolation: str = "linear"
     binary_channels: tuple[int, ...] = ()
     paired_intensity: bool = False
+    vector_channels: tuple[tuple[int, int], ...] = ()
+
+
+def turn_vectors(targets: np.ndarray, pairs, flip: bool = False, k: int = 0) -> np.ndarray:
+    """Vector components of ``targets`` ``(K, Y, X)`` after the image was flipped along X and/or turned
+    by ``np.rot90(..., k, axes=(Y, X))``: a displacement ``(dy, dx)`` becomes ``(dy, -dx)`` on a flip and
+    ``(-dx, dy)`` on each quarter turn (the pixels must be moved already).
+
+    >>> t = np.zeros((2, 1, 1)); t[0], t[1] = 1.0, 2.0  # (dy, dx) = (1, 2)
+    >>> turn_vectors(t, [(0, 1)], k=1)[:, 0, 0].tolist()
+    [-2.0, 1.0]
+    """
+    if not pairs or (not flip and k % 4 == 0):
+        return targets
+    targets = np.array(targets, copy=True)
+    for y, x in pairs:
+        if flip:
+            targets[x] = -targets[x]
+        for _ in range(k % 4):
+            targets[y], targets[x] = -targets[x], targets[y].copy()
+    return targets
 
 
 def resize_linear(array: np.ndarray, size: int | tuple[int, ...]) -> np.ndarray:
@@ -203,9 +227,11 @@ class CropSampler:
         last = image.ndim - 1
         if aug.flips and rng.random() < 0.5:
             image, targets = np.flip(image, last), np.flip(targets, last)
+            targets = turn_vectors(targets, kind.vector_channels, flip=True)
         if aug.rotations:
             k = int(rng.integers(4))
             image, targets = np.rot90(image, k, axes=(last - 1, last)), np.rot90(targets, k, axes=(last - 1, last))
+            targets = turn_vectors(targets, kind.vector_channels, k=k)
         image, targets = self._jitter(rng, image, targets)
         return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets, np.float32)
 

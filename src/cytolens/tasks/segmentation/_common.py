@@ -9,10 +9,10 @@ from cytolens.errors import InvalidImageError
 
 
 def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a 2D integer array; raise :class:`~cytolens.errors.InvalidImageError` otherwise."""
+    """Return ``labels`` as a 2D (or 3D) integer array; raise :class:`~cytolens.errors.InvalidImageError` otherwise."""
     labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise InvalidImageError(f"labels must be 2D (Y, X), got shape {labels.shape}")
+    if labels.ndim not in (2, 3):
+        raise InvalidImageError(f"labels must be 2D (Y, X) or 3D (Z, Y, X), got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise InvalidImageError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
@@ -41,7 +41,7 @@ def normalized_inner_distance(labels: np.ndarray) -> np.ndarray:
             continue
         padded_box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
         mask = labels[padded_box] == index
-        distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        distance = ndi.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
         peak = distance.max()
         if peak > 0:
             out[padded_box][mask] = (distance[mask] / peak).astype(np.float32)

@@ -20,7 +20,8 @@ class SegmentationTrainConfig(TrainConfig):
     """Everything that defines how a segmentation model is trained."""
 
     task: Literal["segmentation"] = "segmentation"
-    schema_: Literal["deep_watershed", "contact_watershed", "pixel_classes"] = Field("deep_watershed", alias="schema")
+    schema_: Literal["deep_watershed", "contact_watershed", "pixel_classes", "flow_field"] = Field(
+        "deep_watershed", alias="schema")
     data: LabelDataConfig
     target_diameter: float = Field(20.0, gt=2, description="objects are rescaled to this median diameter (px)")
     contact_emphasis: float = Field(

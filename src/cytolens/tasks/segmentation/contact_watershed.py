@@ -100,9 +100,9 @@ def postprocess(
     :func:`cytolens.tasks.segmentation.deep_watershed.postprocess`.
     """
     outputs = np.asarray(outputs, dtype=np.float32)
-    if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
-        raise InvalidModelError(f"expected network outputs of shape (3, Y, X), got {outputs.shape}: the model's "
-                                "architecture does not fit its schema")
+    if outputs.ndim not in (3, 4) or outputs.shape[0] != OUTPUT_CHANNELS:
+        raise InvalidModelError(f"expected network outputs of shape (3, Y, X) or (3, Z, Y, X), got {outputs.shape}: "
+                                "the model's architecture does not fit its schema")
     if not 0 <= contact_weight <= 1:
         raise InvalidParameterError(f"contact_weight must be in [0, 1], got {contact_weight}")
     probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])

@@ -84,7 +84,7 @@ def postprocess(
     smoothing: float = 0.0,
     marker_dynamic: float = 0.0,
 ) -> np.ndarray:
-    """Turn network outputs ``(2, Y, X)`` into a label image ``(Y, X)`` uint32.
+    """Turn network outputs ``(2, Y, X)`` into a label image ``(Y, X)`` uint32 (``(2, Z, Y, X)``: a volume).
 
     ``outputs[0]`` is the foreground logit, ``outputs[1]`` the inner-distance logit.
     ``smoothing`` is the sigma (pixels of ``outputs``) of a Gaussian applied to the
@@ -94,9 +94,9 @@ def postprocess(
     so a faint object is never silently dropped because its peak was low.
     """
     outputs = np.asarray(outputs, dtype=np.float32)
-    if outputs.ndim != 3 or outputs.shape[0] != OUTPUT_CHANNELS:
-        raise InvalidModelError(f"expected network outputs of shape (2, Y, X), got {outputs.shape}: the model's "
-                                "architecture does not fit its schema")
+    if outputs.ndim not in (3, 4) or outputs.shape[0] != OUTPUT_CHANNELS:
+        raise InvalidModelError(f"expected network outputs of shape (2, Y, X) or (2, Z, Y, X), got {outputs.shape}: "
+                                "the model's architecture does not fit its schema")
     probability, distance = sigmoid(outputs[0]), sigmoid(outputs[1])
     return objects_from_maps(probability, distance, foreground_threshold, marker_threshold, min_size,
                              smoothing, marker_dynamic)
@@ -118,11 +118,11 @@ def objects_from_maps(
     ``distance`` must be float and may be overwritten (pass a copy to keep it): on whole-slide
     maps a copy would cost as much memory as the map itself.
     """
-    if smoothing < 0:
+    if np.any(np.asarray(smoothing) < 0):  # one sigma, or one per axis (anisotropic volumes)
         raise InvalidParameterError(f"smoothing must be >= 0, got {smoothing}")
     if not 0 <= marker_dynamic < 1:
         raise InvalidParameterError(f"marker_dynamic must be in [0, 1), got {marker_dynamic}")
-    if smoothing > 0:
+    if np.any(np.asarray(smoothing) > 0):
         distance = ndi.gaussian_filter(distance, smoothing)
     mask = probability > foreground_threshold
     if marker_dynamic > 0:

@@ -22,7 +22,7 @@ from cytolens.measure import DENSE_ID_LIMIT
 from cytolens.metrics.segmentation import match
 from cytolens.nn.predictor import network_predictor
 from cytolens.preprocess import PercentileNormalizer, predict_tiled, rescale, to_rgb
-from cytolens.tasks.segmentation import SCHEMAS, pixel_classes
+from cytolens.tasks.segmentation import SCHEMAS, flow_field, pixel_classes
 from cytolens.train.sampler import CropSampler, TargetKind
 from cytolens.train.task import PreparedData
 
@@ -85,7 +85,8 @@ def target_kind(schema: str, masked: bool = False) -> TargetKind:
     if schema == "pixel_classes":
         return TargetKind(interpolation="nearest")
     binary = tuple(SCHEMAS[schema].BINARY_TARGETS)
-    return TargetKind(binary_channels=binary + ((SCHEMAS[schema].OUTPUT_CHANNELS,) if masked else ()))
+    return TargetKind(binary_channels=binary + ((SCHEMAS[schema].OUTPUT_CHANNELS,) if masked else ()),
+                      vector_channels=tuple(getattr(SCHEMAS[schema], "VECTOR_TARGETS", ())))
 
 
 def crop_sampler(samples: Sequence[Sample], config, *, steps: int | None = None,
@@ -158,6 +159,13 @@ def _schema_loss(schema: str, class_weights: np.ndarray | None, contact_emphasis
                 classes = classes.masked_fill(annotated[:, 0] == 0, -100)  # cross_entropy's ignore_index
             return F.cross_entropy(outputs, classes, weight=None if weight is None else weight.to(outputs.device))
         return pixel_classes_loss
+    if schema == "flow_field":
+        def flow_field_loss(outputs: torch.Tensor, targets: torch.Tensor, annotated=None) -> torch.Tensor:
+            # Cellpose's loss: BCE of the foreground + half the squared error of the scaled flows
+            foreground = F.binary_cross_entropy_with_logits(outputs[:, :1], targets[:, :1], reduction="none")
+            flow_error = (outputs[:, 1:3] - flow_field.FLOW_SCALE * targets[:, 1:3]) ** 2 / 2
+            return _mean_over(foreground, annotated).sum() + _mean_over(flow_error, annotated).mean()
+        return flow_field_loss
     raise ValueError(f"unknown schema {schema!r}")
 
 

@@ -1,0 +1,139 @@
+"""3D segmentation: AP on synthetic volumes, GoNuclear and QCANet; time and peak memory of a large volume.
+
+Methods: ``slices`` (a bundled 2D model on each Z plane, objects linked through Z by overlap) with
+``nuclei`` and ``nuclei_fast``, the diameter estimated once per volume as a user would run it. The
+``native`` method needs a trained 3D model; none is bundled yet, so it is not measured here.
+
+Data: synthetic volumes of touching nuclei (``cytolens.data.synthetic3d``, seeds 100-102, no model
+saw them), ``../shared/data/gonuclear_3d_nuclei`` (crop 1135, instance truth, anisotropy
+0.2837 / 0.1268 = 2.24; most nuclei are cut by the crop faces) and
+``../shared/data/qcanet_mouse_embryo_nuclei_3d`` (8- and 16-cell embryos; instances are connected
+components of a binary truth; voxel size not stored, so anisotropy only matters for the native method).
+
+``--large``: seconds and peak RSS (a child process's ``ru_maxrss``) for a 64 x 1024 x 1024 volume.
+
+Usage: python benchmarks/segmentation_3d.py [--large] [--models nuclei nuclei_fast]
+Writes benchmarks/results/segmentation_3d.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def volumes():
+    """``(name, image, truth, anisotropy)`` for every volume scored."""
+    from cytolens.data.synthetic3d import synthetic_nuclei_3d
+    from cytolens.io import read_image
+
+    for seed in (100, 101, 102):
+        image, truth = synthetic_nuclei_3d((32, 128, 128), n_nuclei=24, anisotropy=2.0, seed=seed)
+        yield f"synthetic seed {seed}", image, truth, 2.0
+    gonuclear = DATA / "gonuclear_3d_nuclei"
+    if gonuclear.is_dir():
+        yield ("GoNuclear 1135", read_image(gonuclear / "images" / "1135.tif"),
+               read_image(gonuclear / "labels" / "1135.tif"), 0.2837 / 0.1268)
+    qcanet = DATA / "qcanet_mouse_embryo_nuclei_3d"
+    if qcanet.is_dir():
+        for stem in ("8_cell_stage", "16_cell_stage"):
+            yield (f"QCANet {stem}", read_image(qcanet / "images" / f"{stem}.tif"),
+                   read_image(qcanet / "labels" / f"{stem}.tif"), 1.0)
+
+
+def score(truth, pred) -> dict:
+    from cytolens.metrics.segmentation import match
+
+    truth, pred = truth.astype(np.int64), pred.astype(np.int64)
+    return {"ap50": match(truth, pred, 0.5).average_precision, "ap75": match(truth, pred, 0.75).average_precision,
+            "true_objects": int(len(np.unique(truth)) - 1), "objects": int(len(np.unique(pred)) - 1)}
+
+
+def quality_rows(models: list[str]) -> list[dict]:
+    import cytolens
+
+    rows = []
+    for name, image, truth, anisotropy in volumes():
+        for model in models:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = cytolens.segment(image, model, axes="ZYX", anisotropy=anisotropy, volume_method="slices")
+            rows.append({"volume": name, "shape": "x".join(map(str, image.shape)), "model": model,
+                         "method": "slices", **score(truth, pred), "seconds": time.perf_counter() - start})
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _large_child(model: str) -> None:
+    """Segment a 64 x 1024 x 1024 volume (a synthetic 64 x 256 x 256 tiled 4 x 4); print seconds and peak RSS."""
+    import cytolens
+    from cytolens.data.synthetic3d import synthetic_nuclei_3d
+
+    block, _ = synthetic_nuclei_3d((64, 256, 256), n_nuclei=60, anisotropy=2.0, seed=7)
+    volume = np.tile(block, (1, 4, 4))
+    del block
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labels = cytolens.segment(volume, model, axes="ZYX", anisotropy=2.0, diameter=19.0)
+    seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps({"model": model, "seconds": seconds, "peak_rss_gb": peak_gb, "objects": int(labels.max())}))
+
+
+def large_rows(models: list[str]) -> list[dict]:
+    rows = []
+    for model in models:
+        out = subprocess.run([sys.executable, __file__, "--large-child", model], capture_output=True, text=True,
+                             check=True).stdout
+        rows.append({"volume": "synthetic 64x1024x1024 (tiled)", "shape": "64x1024x1024", "model": model,
+                     "method": "slices", **json.loads(out.strip().splitlines()[-1])})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=["nuclei", "nuclei_fast"])
+    parser.add_argument("--large", action="store_true", help="also time a 64 x 1024 x 1024 volume (minutes)")
+    parser.add_argument("--large-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    if args.large_child:
+        _large_child(args.large_child)
+        return
+    rows = quality_rows(args.models) + (large_rows(args.models) if args.large else [])
+    table = pd.DataFrame(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RESULTS / "segmentation_3d.csv", index=False)
+    info = machine()
+    lines = ["# 3D segmentation", "", f"Made by `benchmarks/segmentation_3d.py {' '.join(sys.argv[1:])}`.",
+             (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
+              f"commit {info['commit']}. Diameter estimated once per volume; native 3D: no trained model, not "
+              "measured."), "", "| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    (RESULTS / "segmentation_3d.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

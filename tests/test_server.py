@@ -56,8 +56,9 @@ def test_job_files_are_the_cli_files(client, tmp_path):
 def test_health_models_page_docs(server, client):
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["auth"] is True and health["workers"] >= 1
-    names = [m["name"] for m in client.get("/v1/models").json()["models"]]
-    assert MODEL in names
+    models = client.get("/v1/models").json()["models"]
+    assert MODEL in [m["name"] for m in models]
+    assert {m["task"] for m in models} == {"segmentation"}  # only what `segment` can run: no classifier offered
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "drop" in page.text.lower()
     assert httpx.get(server.url + "/docs").status_code == 200
@@ -87,6 +88,7 @@ def test_refused_requests(server, client, tmp_path):
     _refused(client.post("/v1/jobs", files=fake, data={"model": MODEL}), 415, "TIFF, PNG or JPEG")
     # unknown model, a model path (never a file system path), unknown task
     _refused(submit(client, paths, model="no_such_model"), 404, "/v1/models")
+    _refused(submit(client, paths, model="blood-cells"), 404, "/v1/models")  # a classifier: not for `segment`
     _refused(submit(client, paths, model="../../etc"), 404, "/v1/models")
     _refused(client.post("/v1/jobs", files=[("files", (paths[0].name, paths[0].read_bytes()))],
                          data={"task": "dance", "model": MODEL}), 400, "segment")

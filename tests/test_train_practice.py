@@ -61,7 +61,7 @@ def test_bundled_nuclei_config_still_validates():
     ({"schema": "contact_watershed", "contact_emphasis": -1}, r"contact_emphasis: Input should be greater than"),
     ({"data": {"val_images": "v"}}, r"give both val_images and val_labels"),
     ({"data": {"group_column": "donor"}}, r"need strata_csv"),
-    ({"task": "colocalization"}, r"task: unknown task 'colocalization'; known: segmentation"),
+    ({"task": "colocalization"}, r"task: unknown task 'colocalization'; known: classification, restoration, segmentation"),
 ])
 def test_config_errors_name_the_field(changes, expected):
     with pytest.raises(InvalidParameterError, match=expected):

@@ -45,6 +45,8 @@ __all__ = ["ServerConfig", "create_app", "serve"]
 #: an input or output file name: letters, digits, ``._-``, not starting with a dot
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 TASKS = ("segment",)
+#: the model task (``model.json``'s ``task``) each served task runs
+MODEL_TASKS = {"segment": "segmentation"}
 STATIC = Path(__file__).parent / "static"
 
 
@@ -183,9 +185,11 @@ def _check_token(config: ServerConfig, authorization: str | None) -> None:
 
 
 def _bundled_models() -> dict[str, dict]:
+    """The bundled models of the tasks this server runs (a classifier or a denoiser is not offered to ``segment``)."""
     from cytolens.models import bundled_models, read_meta
 
-    return {name: read_meta(name) for name in bundled_models()}
+    served = {MODEL_TASKS[task] for task in TASKS}
+    return {name: meta for name in bundled_models() if (meta := read_meta(name)).get("task") in served}
 
 
 def _job_view(job: dict) -> dict:

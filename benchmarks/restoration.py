@@ -117,7 +117,8 @@ def timed(fn, val: list[str]) -> tuple[dict[str, np.ndarray], float]:
     return outputs, seconds / (pixels / 1e6)
 
 
-def train_ours(mode: str, train: list[str], val: list[str], work: Path, minutes: float) -> tuple[Path, dict]:
+def train_ours(mode: str, train: list[str], val: list[str], work: Path, minutes: float,
+               precision: str = "bfloat16") -> tuple[Path, dict]:
     """Our supervised model (fit_model on the pairs) or Noise2Void (train_denoiser on the noisy train images)."""
     import cytolens
     from cytolens.tasks.restoration.denoiser import budgeted_epochs
@@ -140,7 +141,7 @@ def train_ours(mode: str, train: list[str], val: list[str], work: Path, minutes:
                "architecture": {"residual": True},  # CARE's default when input and output channels match
                "optimization": {"epochs": 1, "steps_per_epoch": 50, "batch_size": 16, "crop_size": 64,
                                 "learning_rate": 1e-3, "warmup_epochs": 0,
-                                "precision": "bfloat16"},
+                                "precision": precision},
                "loss": "l1", "target_normalization": "source", "output": str(output)}
         config = as_config(raw)
         data = TASK.prepare_data(config, False)
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget of each learned method, "
                         "in CPU minutes")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--precision", default="bfloat16", help="ours supervised: training precision")
     parser.add_argument("--only", nargs="*", default=None, help="methods to run (default all)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cytolens_restoration_benchmark"))
     args = parser.parse_args()
@@ -241,15 +243,16 @@ def main() -> None:
     if want("nl-means"):
         h, _ = choose(nl_means, [0.8, 1.2, 1.6, 2.0, 2.5, 3.0], train)
         outputs, speed = timed(lambda im: nl_means(im, h), val)
-        record("nl-means", outputs, speed, setting=f"h={h} x estimated sigma (Immerkaer), patch 5, distance 6 (best on train)")
+        record("nl-means", outputs, speed,
+               setting=f"h={h} x estimated sigma (Immerkaer), patch 5, distance 6 (best on train)")
     for mode, method in (("supervised", "ours supervised"), ("noise2void", "ours noise2void")):
         if want(method):
-            package, trained = train_ours(mode, train, val, work, args.minutes)
+            package, trained = train_ours(mode, train, val, work, args.minutes, args.precision)
             loaded = cytolens.models.load(package)
             outputs, speed = timed(lambda im, loaded=loaded: cytolens.restore(im, model=loaded), val)
-            record(method, outputs, speed, setting=f"{args.minutes:g} CPU min, 1 thread, bfloat16 training"
-                   + (", residual" if mode == "supervised" else ""),
-                   **trained)
+            precision = args.precision if mode == "supervised" else "bfloat16"
+            record(method, outputs, speed, setting=f"{args.minutes:g} CPU min, 1 thread, {precision} training"
+                   + (", residual" if mode == "supervised" else ""), **trained)
     if not args.skip_peers:
         for tool, method, ours in (("care", "CARE (csbdeep)", "ours supervised"), ("n2v", "N2V (n2v)",
                                                                                   "ours noise2void")):

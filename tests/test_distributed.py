@@ -104,3 +104,37 @@ def test_blockwise_equals_untiled(tmp_path, client):
     assert sorted(table["label"]) == list(range(1, result.n_objects + 1))
     row = table.iloc[len(table) // 2]
     assert stitched[round(row["centroid_y"]), round(row["centroid_x"])] in (row["label"], 0)
+
+
+def test_server_runs_jobs_on_the_dask_cluster(tmp_path, client):
+    """`cytolens serve --dask ADDRESS`: a job's files come from the cluster and equal the CLI's."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from server_helpers import Server, submit, wait_for, write_images
+    from typer.testing import CliRunner
+
+    from cytolens.cli import app
+
+    def compute_seconds_of_segment_tasks(dask_scheduler) -> float:
+        prefix = dask_scheduler.task_prefixes.get("cytolens-segment")  # the key name segment_files_on_dask gives
+        return 0.0 if prefix is None else float(prefix.all_durations.get("compute", 0.0))
+
+    before = client.run_on_scheduler(compute_seconds_of_segment_tasks)
+    paths = write_images(tmp_path / "in", 2)
+    server = Server(tmp_path / "server", "--dask", client.scheduler.address)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            response = submit(http, paths, {"diameter": None})
+            assert response.status_code == 201, response.text
+            job = wait_for(http, response.json()["id"], timeout=120)
+            assert job["state"] == "done" and job["error"] is None, job
+            cli = CliRunner().invoke(app, ["segment", *map(str, paths), "-o", str(tmp_path / "cli"), "-m",
+                                           "nuclei_fast", "-q"])
+            assert cli.exit_code == 0, cli.output
+            expected = sorted(p.name for p in (tmp_path / "cli").iterdir() if p.name != "segment_summary.csv")
+            assert job["files"] == expected
+            for name in expected:
+                assert http.get(f"/v1/jobs/{job['id']}/files/{name}").content == (tmp_path / "cli" / name).read_bytes()
+    finally:
+        server.stop()
+    assert client.run_on_scheduler(compute_seconds_of_segment_tasks) > before  # the cluster did the work

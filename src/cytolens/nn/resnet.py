@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cytolens.errors import InvalidParameterError
-from cytolens.nn.unet import NetworkConfig, layers_for
+from cytolens.nn.unet import NetworkConfig, check_classifier_args, layers_for
 
 
 class ResidualBlock(nn.Module):
@@ -55,11 +54,7 @@ class ResNetClassifier(nn.Module):
                  norm: str = "batch", dropout: float = 0.0, dims: int = 2) -> None:
         super().__init__()
         layer = layers_for(dims)
-        if norm not in ("batch", "none"):
-            raise InvalidParameterError(f"norm must be 'batch' or 'none', got {norm!r}")
-        if depth < 1 or base_channels < 1 or out_channels < 2 or in_channels < 1:
-            raise InvalidParameterError("depth, base_channels and in_channels must be positive, and there must be "
-                                        "at least 2 classes")
+        check_classifier_args(in_channels, out_channels, depth, base_channels, norm)
         self.config = NetworkConfig(in_channels, out_channels, depth, base_channels, norm, dropout, dims)
         widths = [base_channels * 2**level for level in range(depth)]
         self.stem = nn.Sequential(layer["conv"](in_channels, base_channels, 3, padding=1, bias=norm != "batch"),

@@ -70,6 +70,22 @@ def layers_for(dims: int) -> dict:
     return LAYERS[dims]
 
 
+def check_classifier_args(in_channels: int, out_channels: int, depth: int, base_channels: int, norm: str) -> None:
+    """The argument checks every image classifier network shares (one message per mistake).
+
+    >>> check_classifier_args(1, 1, 4, 16, "batch")
+    Traceback (most recent call last):
+    ...
+    cytolens.errors.InvalidParameterError: depth, base_channels and in_channels must be positive, and there must \
+be at least 2 classes
+    """
+    if norm not in ("batch", "none"):
+        raise InvalidParameterError(f"norm must be 'batch' or 'none', got {norm!r}")
+    if depth < 1 or base_channels < 1 or in_channels < 1 or out_channels < 2:
+        raise InvalidParameterError("depth, base_channels and in_channels must be positive, and there must be at "
+                                    "least 2 classes")
+
+
 class BlurPool(nn.Module):
     """Max-blur-pool (Zhang 2019; N2V2, Höck et al. 2022): a 2x2 max at stride 1, then a [1, 2, 1] blur at stride 2.
 

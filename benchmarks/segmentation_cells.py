@@ -13,10 +13,15 @@ from ``training/cells/*.yaml``), each run with ``cytolens.segment`` on every ful
 image (diameter estimated, as a user would), scored by AP@0.5, AP@0.75 and the DSB2018 score,
 with seconds per image (1022x1024) in the same run.
 
-Not here yet: Cellpose retrained from scratch in its own venv (``/work/shared/PEERS.md``) for
-the same CPU time.
+``--cellpose DIR``: Cellpose 3 trained from scratch on the same training sets, in its own venv
+(``--cellpose-venv``, default ``/work/peer-venvs/cellpose``; ``/work/shared/PEERS.md``), by
+``_peer_cellpose_worker.py`` for ``--cellpose-minutes`` of wall time on the same CPU (its pretrained
+weights cannot be downloaded here). If DIR already holds a trained model, it only predicts again,
+so its seconds per image come from the same run as ours. Two rows: diameter = the training sets'
+mean (what a user of a from-scratch model has) and diameter = each test image's true median (an
+oracle Cellpose users do not have; ours always estimates it).
 
-Usage: python benchmarks/segmentation_cells.py --oracle [--models trained/cells ...]
+Usage: python benchmarks/segmentation_cells.py --oracle [--models trained/cells ...] [--cellpose DIR]
 Writes benchmarks/results/segmentation_cells.{csv,md}.
 """
 
@@ -32,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine  # noqa: E402
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "usiigaci_phase_contrast_cells"
@@ -117,10 +122,37 @@ def model_rows(packages: list[str]) -> list[dict]:
     return rows
 
 
+def cellpose_rows(folder: Path, venv: Path, minutes: float) -> list[dict]:
+    """Train (unless ``folder`` has a model) and predict with Cellpose in its own venv; score its labels."""
+    import subprocess
+
+    summary_path = folder / "cellpose_summary.json"
+    trained = summary_path.exists() and "model" in json.loads(summary_path.read_text())
+    command = [str(venv / "bin" / "python"), str(Path(__file__).parent / "_peer_cellpose_worker.py"),
+               "--images", str(DATA / "images"), "--labels", str(DATA / "labels"), "--split", str(SPLIT),
+               "--out", str(folder), "--minutes", str(minutes)] + (["--predict-only"] if trained else [])
+    subprocess.run(command, check=True)
+    summary = json.loads(summary_path.read_text())
+    from cytolens.io import read_image
+
+    rows = []
+    for stem in test_ids():
+        _, labels = read_pair(stem)
+        for kind, what in (("mean", "training-set mean diameter"), ("true", "true diameter given")):
+            pred = read_image(folder / f"{stem}_{kind}.tif")
+            rows.append({"kind": "peer", "method": f"Cellpose 3 from scratch, {summary['epochs']} epochs "
+                         f"({summary['train_seconds'] / 60:.0f} min), {what}", "image": stem,
+                         **scores(labels, pred), "seconds": summary["predict_seconds"][f"{stem}_{kind}"]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--oracle", action="store_true", help="each schema's ceiling from perfect outputs")
     parser.add_argument("--models", nargs="*", default=[], help="trained package folders to score")
+    parser.add_argument("--cellpose", type=Path, help="folder of the Cellpose peer's model and predictions")
+    parser.add_argument("--cellpose-venv", type=Path, default=Path("/work/peer-venvs/cellpose"))
+    parser.add_argument("--cellpose-minutes", type=float, default=40.0, help="Cellpose's training budget")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"Usiigaci data not found at {DATA}")
@@ -128,6 +160,8 @@ def main() -> None:
 
     torch.set_num_threads(2)
     rows = (oracle_rows() if args.oracle else []) + model_rows(args.models)
+    if args.cellpose:
+        rows += cellpose_rows(args.cellpose, args.cellpose_venv, args.cellpose_minutes)
     if not rows:
         sys.exit("nothing to do: give --oracle and/or --models")
     table = pd.DataFrame(rows)
@@ -137,7 +171,8 @@ def main() -> None:
     info = machine()
     lines = ["# Whole cells: held-out Usiigaci sets (" + ", ".join(test_ids()) + ")", "",
              ("Made by `benchmarks/segmentation_cells.py` "
-              f"({'--oracle ' if args.oracle else ''}{'--models ' + ' '.join(args.models) if args.models else ''})."),
+              f"({'--oracle ' if args.oracle else ''}{'--models ' + ' '.join(args.models) if args.models else ''}"
+              f"{' --cellpose ' + str(args.cellpose) if args.cellpose else ''})."),
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
               f"commit {info['commit']}."), "",
              ("oracle = the schema's own targets (from the truth) as perfect network outputs, post-processed with the "

@@ -151,9 +151,8 @@ def segment(
     extras = tuple(name for name, wanted in (("overlay", overlay), ("rois", rois), ("geojson", geojson)) if wanted)
     # every setting is checked before the outputs: the first error names the real problem
     package = models.load(model)
-    extra = parse_params(param or [])
-    if min_size is not None:
-        extra["min_size"] = min_size
+    postprocess = parse_params(param or [])
+    extra = postprocess | ({"min_size": min_size} if min_size is not None else {})
     check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
     volumes = _volume_mode(axes)
     if volumes:  # every volume is checked before anything is written
@@ -187,7 +186,7 @@ def segment(
 
     settings = SegmentSettings(diameter=diameter, tile_size=tile_size, min_size=min_size, augment=augment,
                                gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
-                               postprocess=parse_params(param or []), overlay=overlay, rois=rois, geojson=geojson,
+                               postprocess=postprocess, overlay=overlay, rois=rois, geojson=geojson,
                                axes="ZYX" if volumes else None, anisotropy=anisotropy, volume_method=volume_method)
 
     def run_here(image_path: Path) -> tuple[Path, SegmentationInfo | None, Exception | None]:

@@ -17,6 +17,7 @@ weights are safetensors, never pickles), no CORS headers.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -184,8 +185,11 @@ def _check_token(config: ServerConfig, authorization: str | None) -> None:
                        {"WWW-Authenticate": "Bearer"})
 
 
+@functools.cache
 def _bundled_models() -> dict[str, dict]:
-    """The bundled models of the tasks this server runs (a classifier or a denoiser is not offered to ``segment``)."""
+    """The bundled models of the tasks this server runs (a classifier or a denoiser is not offered to ``segment``).
+
+    Read once per process: bundled models are files of the installed package, fixed while it runs."""
     from cytolens.models import bundled_models, read_meta
 
     served = {MODEL_TASKS[task] for task in TASKS}

@@ -110,6 +110,8 @@ def model_rows(packages: list[str]) -> list[dict]:
     rows = []
     for path in packages:
         package = load(path)
+        # a package's name, or its folder where two packages share a name (e.g. stages of one recipe)
+        label = package.name if sum(load(p).name == package.name for p in packages) == 1 else str(path)
         for stem in test_ids():
             image, labels = read_pair(stem)
             start = time.perf_counter()
@@ -117,7 +119,7 @@ def model_rows(packages: list[str]) -> list[dict]:
                 warnings.simplefilter("ignore")
                 pred = cytolens.segment(image, package)
             seconds = time.perf_counter() - start
-            rows.append({"kind": "model", "method": f"{package.name} ({package.meta['schema']})", "image": stem,
+            rows.append({"kind": "model", "method": f"{label} ({package.meta['schema']})", "image": stem,
                          **scores(labels, pred), "seconds": seconds})
     return rows
 
@@ -146,10 +148,28 @@ def cellpose_rows(folder: Path, venv: Path, minutes: float) -> list[dict]:
     return rows
 
 
+def record_scores(table: pd.DataFrame, packages: list[str], info: dict) -> None:
+    """The model card's figures: each package's means over the held-out test sets, with what made them."""
+    from cytolens.models import load, update_meta
+
+    for path in packages:
+        label = load(path).name
+        rows = table[(table.kind == "model") & table.method.str.startswith((label + " ", str(path) + " "))]
+        overall = {"images": len(rows), **{k: float(rows[k].mean()) for k in ("ap50", "ap75", "dsb2018")}}
+        validation = {"data": "Usiigaci held-out sets " + ", ".join(test_ids()) + " (training/cells/split.json: "
+                              "blocks of sets no training or model choice saw)",
+                      "diameter": "estimated (diameter=None)", "overall": overall,
+                      "per_image": {row.image: {"ap50": row.ap50, "ap75": row.ap75} for row in rows.itertuples()},
+                      "script": "benchmarks/segmentation_cells.py", "machine": info["cpu"]}
+        update_meta(path, lambda meta, scores=validation: meta.update(validation=scores))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--oracle", action="store_true", help="each schema's ceiling from perfect outputs")
     parser.add_argument("--models", nargs="*", default=[], help="trained package folders to score")
+    parser.add_argument("--record", action="store_true",
+                        help="write each --models package's test scores into its model.json (the model card)")
     parser.add_argument("--cellpose", type=Path, help="folder of the Cellpose peer's model and predictions")
     parser.add_argument("--cellpose-venv", type=Path, default=Path("/work/peer-venvs/cellpose"))
     parser.add_argument("--cellpose-minutes", type=float, default=40.0, help="Cellpose's training budget")
@@ -182,6 +202,8 @@ def main() -> None:
     for (kind, method), row in summary.iterrows():
         lines.append(f"| {kind} | {method} | {row.ap50:.3f} | {row.ap75:.3f} | {row.dsb2018:.3f} | {row.seconds:.2f} |")
     (RESULTS / "segmentation_cells.md").write_text("\n".join(lines) + "\n")
+    if args.record:
+        record_scores(table, args.models, info)
     print("\n".join(lines))
 
 

@@ -356,10 +356,13 @@ def imported_folder(archive: Path, target: Path) -> Path:
     folder = target / ".cytolens-imported"
     if not (folder / "model.json").is_file():
         staging = Path(tempfile.mkdtemp(prefix=".cytolens-importing-", dir=target))
-        import_bioimageio(target, staging / "package", overwrite=True)
         try:
+            import_bioimageio(target, staging / "package", overwrite=True)
             os.replace(staging / "package", folder)
         except OSError:  # another process imported it first
             pass
-        shutil.rmtree(staging, ignore_errors=True)
+        except InvalidModelError as exc:  # name the user's archive, not its extraction folder
+            raise InvalidModelError(str(exc).replace(str(target), str(archive))) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder

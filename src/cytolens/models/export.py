@@ -253,7 +253,10 @@ def load_exported(path: str | os.PathLike) -> ModelPackage:
         import onnxruntime
 
         try:
-            session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()  # the threads torch would use, as set for torch
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise InvalidModelError(f"{source} is not a readable ONNX model ({' '.join(str(exc).split())[:200]})") \
                 from None

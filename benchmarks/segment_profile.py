@@ -20,15 +20,16 @@ the call goes through (one call after a warm-up, best of ``--repeats``):
 
 Levers (each the whole call, same images, same process, one after the other): the network run
 by ONNX Runtime or TorchScript (the model exported by ``cytolens models export``), the network's
-weights in the default (NCHW) memory format instead of channels-last, bfloat16 autocast, and
-the diameter given instead of estimated (the most a cheaper estimate could save).
+weights in the default (NCHW) memory format instead of channels-last, bfloat16 autocast, the
+diameter given instead of estimated (the most a cheaper estimate could save), and, for images
+over 1536 px, the estimate's first pass on four 512² crops instead of 768² (not the default).
 
 Every figure is a ratio within this one run; the 2 cores are shared with other jobs, so absolute
 seconds move from run to run. Torch and ONNX Runtime get ``--threads`` threads (default 1, to
 leave the other core to the shared jobs).
 
 Usage: python benchmarks/segment_profile.py [--sides 512 2048] [--repeats 2] [--threads 1] [--model nuclei]
-Writes benchmarks/results/segment_profile.{md,json}.
+[--levers WORD ...] [--results DIR]. Writes DIR/segment_profile.{md,json} (DIR: benchmarks/results).
 """
 
 from __future__ import annotations
@@ -94,8 +95,22 @@ def stage_timers(totals: dict[str, float]):
         ObjectFilter.apply = original_apply
 
 
-def profile_call(path: Path, model, repeats: int, **options) -> tuple[dict, np.ndarray]:
-    """Best-of-``repeats`` per-stage seconds (and the total) of read → segment → measure, after a warm-up."""
+def profile_call(path: Path, model, repeats: int, patch: dict | None = None, **options) -> tuple[dict, np.ndarray]:
+    """Best-of-``repeats`` per-stage seconds (and the total) of read → segment → measure, after a warm-up.
+
+    ``patch``: module constants of ``inference`` set for these calls only (e.g. ``ESTIMATE_CROP``).
+    """
+    saved = {name: getattr(inference, name) for name in (patch or {})}
+    for name, value in (patch or {}).items():
+        setattr(inference, name, value)
+    try:
+        return _profile_call(path, model, repeats, **options)
+    finally:
+        for name, value in saved.items():
+            setattr(inference, name, value)
+
+
+def _profile_call(path: Path, model, repeats: int, **options) -> tuple[dict, np.ndarray]:
     best, labels = None, None
     for attempt in range(repeats + 1):
         totals: dict[str, float] = defaultdict(float)
@@ -114,8 +129,8 @@ def profile_call(path: Path, model, repeats: int, **options) -> tuple[dict, np.n
     return best, labels
 
 
-def lever_calls(model: str, folder: Path) -> dict[str, tuple[object, dict]]:
-    """name → (model argument, segment options) of each lever measured against the default call."""
+def lever_calls(model: str, folder: Path) -> dict[str, tuple[object, dict, dict]]:
+    """name → (model argument, segment options, inference constants patched) of each lever measured."""
     from cytolens.models import load
     from cytolens.models.export import export_model
     from cytolens.models.package import ModelPackage
@@ -128,12 +143,14 @@ def lever_calls(model: str, folder: Path) -> dict[str, tuple[object, dict]]:
 
     contiguous.__dict__["inference_network"] = package.inference_network.to(memory_format=torch.contiguous_format)
     return {
-        "default (PyTorch, channels-last)": (model, {}),
-        "ONNX Runtime": (onnx, {}),
-        "TorchScript": (torchscript, {}),
-        "PyTorch, NCHW weights": (contiguous, {}),
-        "bfloat16 autocast": (model, {"precision": "bfloat16"}),
-        "diameter given (20 px)": (model, {"diameter": 20.0}),
+        "default (PyTorch, channels-last)": (model, {}, {}),
+        "ONNX Runtime": (onnx, {}, {}),
+        "TorchScript": (torchscript, {}, {}),
+        "PyTorch, NCHW weights": (contiguous, {}, {}),
+        "bfloat16 autocast": (model, {"precision": "bfloat16"}, {}),
+        "diameter given (20 px)": (model, {"diameter": 20.0}, {}),
+        # images over 1536 px only: the estimate's first pass on 4 crops of 512² instead of 768² (not the default)
+        "estimate on 512² crops": (model, {}, {"ESTIMATE_CROP": 512}),
     }
 
 
@@ -144,6 +161,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--levers", nargs="*", default=None, help="only the levers whose names contain one of these "
+                                                                   "words (the default call always runs)")
     args = parser.parse_args()
 
     import torch
@@ -160,8 +179,10 @@ def main() -> None:
             image, truth = speed_image((side, side))
             path = write_image(folder / f"speed_{side}.tif", image)
             reference = None
-            for name, (model, options) in calls.items():
-                stages, labels = profile_call(path, model, args.repeats, **options)
+            for name, (model, options, patch) in calls.items():
+                if args.levers and not name.startswith("default") and not any(k in name for k in args.levers):
+                    continue
+                stages, labels = profile_call(path, model, args.repeats, patch, **options)
                 if reference is None:
                     reference = labels
                 ap = average_precision([truth], [labels], 0.5)
@@ -181,14 +202,15 @@ def write_results(args, rows: list[dict], levers: list[dict]) -> None:
     (args.results / "segment_profile.json").write_text(json.dumps({"machine": info, "model": args.model,
                                                                    "profile": rows, "levers": levers}, indent=1))
     lines = [f"# Where `cytolens.segment(image, {args.model!r})` spends its time, and the speed levers", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores shared with other jobs (two trainings and another "
-             f"helper during this run: absolute seconds are noisy, compare ratios within the table), "
+             (f"Machine: {info['cpu']}, {info['cores']} cores shared with other jobs (when the committed table was "
+              "made: two model trainings and another helper), so absolute seconds are noisy: compare ratios within "
+              f"the table. "
              f"{args.threads} thread(s) for torch and ONNX Runtime, torch {info['torch']}, commit {info['commit']}. "
              f"Synthetic fluorescence nuclei (`segmentation_speed.speed_image`), diameter estimated, object filter on; "
-             f"best of {args.repeats} after a warm-up. Script: `benchmarks/segment_profile.py`.", "",
+             f"best of {args.repeats} after a warm-up. Script: `benchmarks/segment_profile.py`."), "",
              "## Per stage (default call)", "",
-             "| stage | " + " | ".join(f"{r['side']}² s" for r in rows) + " | " +
-             " | ".join(f"{r['side']}² share" for r in rows) + " |",
+             ("| stage | " + " | ".join(f"{r['side']}² s" for r in rows) + " | "
+              + " | ".join(f"{r['side']}² share" for r in rows) + " |"),
              "| --- |" + " --- |" * (2 * len(rows))]
     for stage in (*STAGES, "total"):
         cells = [f"{r.get(stage, 0.0):.3f}" for r in rows]
@@ -196,8 +218,8 @@ def write_results(args, rows: list[dict], levers: list[dict]) -> None:
         lines.append(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(shares) + " |")
     lines += ["", "\"estimate\" includes its style, network and watershed rows; \"total\" is read + segment + measure.",
               "", "## Levers (whole call: read, segment, measure)", "",
-              "| image | lever | seconds | time / default | network stages s | objects | AP@0.5 vs truth | "
-              "foreground pixels as default |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              ("| image | lever | seconds | time / default | network stages s | objects | AP@0.5 vs truth | "
+               "foreground pixels as default |"), "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for lever in levers:
         default = next(x for x in levers if x["side"] == lever["side"] and x["lever"].startswith("default"))
         network = sum(lever["stages"].get(k, 0.0) for k in ("network", "estimate: network", "estimate: style"))

@@ -22,7 +22,8 @@ Levers (each the whole call, same images, same process, one after the other): th
 by ONNX Runtime or TorchScript (the model exported by ``cytolens models export``), the network's
 weights in the default (NCHW) memory format instead of channels-last, bfloat16 autocast, the
 diameter given instead of estimated (the most a cheaper estimate could save), and, for images
-over 1536 px, the estimate's first pass on four 512² crops instead of 768² (not the default).
+over 1536 px, the estimate on four 768² crops, the default before issue 31 (four 512² crops since;
+the results committed before that change, ``segment_profile_estimate_crops/``, timed 512² as the lever).
 
 Every figure is a ratio within this one run; the 2 cores are shared with other jobs, so absolute
 seconds move from run to run. Torch and ONNX Runtime get ``--threads`` threads (default 1, to
@@ -149,8 +150,8 @@ def lever_calls(model: str, folder: Path) -> dict[str, tuple[object, dict, dict]
         "PyTorch, NCHW weights": (contiguous, {}, {}),
         "bfloat16 autocast": (model, {"precision": "bfloat16"}, {}),
         "diameter given (20 px)": (model, {"diameter": 20.0}, {}),
-        # images over 1536 px only: the estimate's first pass on 4 crops of 512² instead of 768² (not the default)
-        "estimate on 512² crops": (model, {}, {"ESTIMATE_CROP": 512}),
+        # images over 1536 px only: the estimate on 4 crops of 768², the default before issue 31 (512² since)
+        "estimate on 768² crops (before)": (model, {}, {"ESTIMATE_CROP": 768}),
     }
 
 

@@ -4,7 +4,7 @@ The call profiled is the one users run: ``cytolens.segment(image, "nuclei")``, t
 estimated, the object filter on, followed by ``cytolens.measure``. Images: the synthetic
 fluorescence nuclei of ``segmentation_speed.py`` (512² and 2048², 80 nuclei per 512², median
 diameter about 20 px), written to a TIFF and read back. Stages, timed by wrapping the functions
-the call goes through (one call after a warm-up, best of ``--repeats``):
+the call goes through (best of ``--repeats`` calls after a warm-up):
 
 * read: ``cytolens.io.read_image`` of the TIFF;
 * normalize: the image's percentiles (``tile_preparer``; each tile is then scaled inside the
@@ -18,7 +18,8 @@ the call goes through (one call after a warm-up, best of ``--repeats``):
 * filter: the object filter's features and trees;
 * measure: ``cytolens.measure(labels, image)``.
 
-Levers (each the whole call, same images, same process, one after the other): the network run
+Levers (each the whole call, same images, same process; round robin: every lever once per
+round, a warm-up round first, each lever's fastest call kept): the network run
 by ONNX Runtime or TorchScript (the model exported by ``cytolens models export``), the network's
 weights in the default (NCHW) memory format instead of channels-last, bfloat16 autocast, the
 diameter given instead of estimated (the most a cheaper estimate could save), and, for images
@@ -96,38 +97,29 @@ def stage_timers(totals: dict[str, float]):
         ObjectFilter.apply = original_apply
 
 
-def profile_call(path: Path, model, repeats: int, patch: dict | None = None, **options) -> tuple[dict, np.ndarray]:
-    """Best-of-``repeats`` per-stage seconds (and the total) of read → segment → measure, after a warm-up.
+def timed_call(path: Path, model, patch: dict | None = None, **options) -> tuple[dict, np.ndarray]:
+    """Per-stage seconds (and the total) of one read → segment → measure, and the labels.
 
-    ``patch``: module constants of ``inference`` set for these calls only (e.g. ``ESTIMATE_CROP``).
+    ``patch``: module constants of ``inference`` set for this call only (e.g. ``ESTIMATE_CROP``).
     """
     saved = {name: getattr(inference, name) for name in (patch or {})}
     for name, value in (patch or {}).items():
         setattr(inference, name, value)
+    totals: dict[str, float] = defaultdict(float)
     try:
-        return _profile_call(path, model, repeats, **options)
-    finally:
-        for name, value in saved.items():
-            setattr(inference, name, value)
-
-
-def _profile_call(path: Path, model, repeats: int, **options) -> tuple[dict, np.ndarray]:
-    best, labels = None, None
-    for attempt in range(repeats + 1):
-        totals: dict[str, float] = defaultdict(float)
         start = time.perf_counter()
-        read_start = time.perf_counter()
         image = read_image(path)
-        totals["read"] = time.perf_counter() - read_start
+        totals["read"] = time.perf_counter() - start
         with stage_timers(totals):
             labels = cytolens.segment(image, model, **options)
         measure_start = time.perf_counter()
         cytolens.measure(labels, image)
         totals["measure"] = time.perf_counter() - measure_start
         totals["total"] = time.perf_counter() - start
-        if attempt and (best is None or totals["total"] < best["total"]):
-            best = dict(totals)
-    return best, labels
+    finally:
+        for name, value in saved.items():
+            setattr(inference, name, value)
+    return dict(totals), labels
 
 
 def lever_calls(model: str, folder: Path) -> dict[str, tuple[object, dict, dict]]:
@@ -179,20 +171,26 @@ def main() -> None:
         for side in args.sides:
             image, truth = speed_image((side, side))
             path = write_image(folder / f"speed_{side}.tif", image)
-            reference = None
-            for name, (model, options, patch) in calls.items():
-                if args.levers and not name.startswith("default") and not any(k in name for k in args.levers):
-                    continue
-                stages, labels = profile_call(path, model, args.repeats, patch, **options)
-                if reference is None:
-                    reference = labels
+            chosen = {name: call for name, call in calls.items() if not args.levers or name.startswith("default")
+                      or any(word in name for word in args.levers)}
+            # round robin: a warm-up round, then each round calls every lever once, so a change in the shared
+            # machine's load falls on all levers alike; each lever keeps its fastest call
+            best, outputs = {}, {}
+            for round_ in range(args.repeats + 1):
+                for name, (model, options, patch) in chosen.items():
+                    stages, outputs[name] = timed_call(path, model, patch, **options)
+                    if round_ and (name not in best or stages["total"] < best[name]["total"]):
+                        best[name] = stages
+                    print(side, round_, name, f"{stages['total']:.2f} s", flush=True)
+            reference = outputs[next(iter(chosen))]
+            for name in chosen:
+                stages, labels = best[name], outputs[name]
                 ap = average_precision([truth], [labels], 0.5)
                 same = float(np.mean((labels > 0) == (reference > 0)))
                 levers.append({"side": side, "lever": name, "seconds": stages["total"], "ap50": ap,
                                "objects": int(labels.max()), "foreground_agreement": same, "stages": stages})
                 if name.startswith("default"):
                     rows.append({"side": side, **stages})
-                print(side, name, f"{stages['total']:.2f} s", flush=True)
     write_results(args, rows, levers)
 
 
@@ -208,7 +206,8 @@ def write_results(args, rows: list[dict], levers: list[dict]) -> None:
               f"the table. "
              f"{args.threads} thread(s) for torch and ONNX Runtime, torch {info['torch']}, commit {info['commit']}. "
              f"Synthetic fluorescence nuclei (`segmentation_speed.speed_image`), diameter estimated, object filter on; "
-             f"best of {args.repeats} after a warm-up. Script: `benchmarks/segment_profile.py`."), "",
+             f"levers called round robin, best of {args.repeats} rounds after a warm-up round. "
+              "Script: `benchmarks/segment_profile.py`."), "",
              "## Per stage (default call)", "",
              ("| stage | " + " | ".join(f"{r['side']}² s" for r in rows) + " | "
               + " | ".join(f"{r['side']}² share" for r in rows) + " |"),

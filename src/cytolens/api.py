@@ -40,7 +40,10 @@ def _package_fingerprint(folder: Path) -> tuple:
     A package retrained (or refitted, e.g. ``object_filter.json``) at the same path
     gets a new fingerprint, so the cache loads it again.
     """
-    files = sorted({folder / "model.json", folder / "weights.safetensors", *folder.glob("*.json")})
+    if folder.is_file():  # an exported ONNX or TorchScript network
+        files = [folder]
+    else:
+        files = sorted({folder / "model.json", folder / "weights.safetensors", *folder.glob("*.json")})
     stats = []
     for path in files:
         try:
@@ -110,7 +113,9 @@ def segment(
         ``(Y, X)`` grayscale or ``(Y, X, C)`` with C = 1, 3 (RGB) or 4 (alpha dropped);
         any integer or float dtype.
     model : str, path or ModelPackage
-        Bundled model name (``cytolens models list``), a package folder or ``.zip``.
+        Bundled model name (``cytolens models list``), a package folder or ``.zip``, or a
+        model ``cytolens models export`` wrote: an ONNX (``.onnx``) or TorchScript (``.pt``)
+        file or a bioimage.io package (``.zip``).
     diameter : float, optional
         Typical object diameter in pixels; estimated from the image when None.
     tile_size, overlap : int

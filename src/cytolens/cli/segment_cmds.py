@@ -15,7 +15,7 @@ from cytolens.io.results import file_stem, is_result_file, result_files
 if TYPE_CHECKING:
     from cytolens.tasks.segmentation.inference import SegmentationInfo
 
-models_app = typer.Typer(help="List and describe the bundled models.", no_args_is_help=True)
+models_app = typer.Typer(help="List, describe, export and import models.", no_args_is_help=True)
 
 
 #: the run summary ``cytolens segment`` writes in its output folder unless ``--summary`` names another file

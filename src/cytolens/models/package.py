@@ -81,13 +81,23 @@ def bundled_models() -> list[str]:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """Folder of a bundled model name, a package folder, or an extracted ``.zip`` package."""
+    """Folder of a bundled model name, a package folder, or an extracted ``.zip`` package.
+
+    An exported network file (``.onnx``, ``.pt``) is returned as it is; a bioimage.io
+    package ``.zip`` that cytolens exported is imported once into its extraction folder.
+    """
     candidate = Path(name_or_path)
     if candidate.is_dir() and (candidate / "model.json").is_file():
         return candidate
+    if candidate.is_file() and candidate.suffix.lower() in (".onnx", ".pt", ".torchscript"):
+        return candidate  # an exported network: load() reads it (cytolens.models.export)
     if candidate.is_file() and candidate.suffix == ".zip":
         target = _extracted(candidate)
         inner = [p.parent for p in target.rglob("model.json")]
+        if not inner and (target / "rdf.yaml").is_file():  # a bioimage.io package of a cytolens model
+            from cytolens.models.export import imported_folder
+
+            return imported_folder(candidate, target)
         if not inner:
             raise UnknownModelError(f"{candidate} holds no model.json: not a cytolens model package")
         return inner[0]
@@ -155,6 +165,10 @@ def load(name_or_path: str | os.PathLike = "nuclei") -> ModelPackage:
     newer cytolens.
     """
     folder = resolve(name_or_path)
+    if folder.is_file():  # an ONNX or TorchScript file cytolens exported
+        from cytolens.models.export import load_exported
+
+        return load_exported(folder)
     meta = _read_json(folder / "model.json")
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise UnknownModelError(f"{folder} needs a newer cytolens (format {meta['format_version']})")

@@ -221,18 +221,23 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         return x.mean(dim=tuple(range(2, x.dim())))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_style(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(x), style(x))`` from one pass: what an exported segmentation network returns."""
         image, skips = x, []
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
+        style = x.mean(dim=tuple(range(2, x.dim())))
         if not self.config.top_skip:
             skips[0] = None
         for upsample, decoder, skip in zip(self.upsamples, self.decoders, reversed(skips)):
             x = decoder(upsample(x) if skip is None else torch.cat([upsample(x), skip], dim=1))
-        return self.head(x) + image if self.config.residual else self.head(x)
+        return (self.head(x) + image if self.config.residual else self.head(x)), style
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_style(x)[0]
 
 
 def receptive_field(depth: int, convs_per_block: int = 2, kernel_size: int = 3) -> int:

@@ -46,9 +46,9 @@ def train(images, labels, epochs: int, save_path: Path, name: str):
     from cellpose import train as cp_train
 
     model = models.CellposeModel(gpu=False, pretrained_model=None, model_type=None, nchan=2, diam_mean=30.0)
-    model_path = cp_train.train_seg(model.net, train_data=images, train_labels=labels, channels=[0, 0],
-                                    normalize=True, n_epochs=epochs, save_path=str(save_path), model_name=name,
-                                    min_train_masks=1)
+    model_path, _, _ = cp_train.train_seg(model.net, train_data=images, train_labels=labels, channels=[0, 0],
+                                          normalize=True, n_epochs=epochs, save_path=str(save_path),
+                                          model_name=name, min_train_masks=1)
     return model, model_path
 
 

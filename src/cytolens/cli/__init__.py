@@ -12,6 +12,7 @@ from cytolens.cli import (
     classify_cmds,
     dask_cmds,
     evaluate_cmds,
+    finetune_cmds,
     restore_cmds,
     segment_cmds,
     serve_cmds,
@@ -55,7 +56,8 @@ def _every_command(ctx: typer.Context,
     ctx.with_resource(one_line_warnings())  # every warning as one line `warning: ...`, for every command
 
 
-for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, restore_cmds, classify_cmds, serve_cmds, dask_cmds):
+for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, restore_cmds, classify_cmds, serve_cmds, dask_cmds,
+               finetune_cmds):
     module.register(app)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import cytolens
@@ -27,14 +26,7 @@ from cytolens.project import Project
 from cytolens.tasks.segmentation.finetune import hold_out, match_labels
 
 DIAMETER = 10
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def nuclei(seed: int, inverted: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,13 @@ def parent(tmp_path_factory) -> Path:
                             "learning_rate": 0.003, "device": "cpu"},
            "seed": 0, "output": str(root / "tiny")}
     cytolens.train(raw, progress=False)
+    from cytolens.models import load
+    from cytolens.tasks.segmentation.size_model import fit_size_model
+    from cytolens.tasks.segmentation.training import median_diameter, model_input
+
+    pairs = [nuclei(seed, inverted=False) for seed in range(8)]
+    fit_size_model(load(root / "tiny").network, [model_input(image) for image, _ in pairs],
+                   [median_diameter(labels) for _, labels in pairs]).save(root / "tiny" / "size_model.json")
     return root / "tiny"
 
 
@@ -90,12 +97,26 @@ def test_finetuning_lifts_a_mismatched_model_and_segment_takes_the_package(paren
     assert meta["training"]["parent"]["name"] == "tiny" and record["images"] == 6
     assert record["held_out"] and len(record["val_ids"]) == 1 and not set(record["val_ids"]) & set(record["train_ids"])
     assert meta["scale"]["target_diameter"] == DIAMETER  # the parent's object scale is kept
+    assert record["size_model"]["images"] == 6 and "diameter" not in meta["scale"]  # estimates with a refitted one
     # segment --model takes the new package
     out = tmp_path / "seg"
     result = CliRunner().invoke(app, ["segment", str(images[0]), "--model", str(tmp_path / "ft"), "-o", str(out),
                                       "--diameter", str(DIAMETER), "--quiet"])
     assert result.exit_code == 0, result.output
     assert read_image(next(out.glob("*labels*.tif"))).max() > 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_one_corrected_image_records_its_objects_diameter(parent, tmp_path):
+    images = write_set(tmp_path / "lab", [7], inverted=True)
+    result = cytolens.finetune(images, tmp_path / "lab/labels", tmp_path / "ft", model=parent, minutes=0.03,
+                               progress=False)
+    assert not result.held_out and "validation scores are on training images" in result.messages[0]
+    assert isinstance(result.object_filter, str) and "needs 5 training images" in result.object_filter
+    diameter = json.loads((tmp_path / "ft/model.json").read_text())["scale"]["diameter"]
+    assert 8 <= diameter <= 12  # the synthetic nuclei's 8-12 px
+    _, info = cytolens.segment(nuclei(8, True)[0], model=tmp_path / "ft", return_info=True)
+    assert info.diameter == diameter and not info.estimated
 
 
 def test_few_images_train_all_and_say_so():
@@ -195,3 +216,13 @@ def test_project_cli_add_and_status(tmp_path):
     assert result.exit_code == 0 and "2 image(s), 1 corrected" in result.output, result.output
     result = runner.invoke(app, ["project", "status", str(tmp_path / "p")])
     assert result.exit_code == 0 and "img02" in result.output and "objects" in result.output
+
+
+def test_the_benchmark_scores_only_images_the_bundled_model_never_saw(benchmark_script):
+    bench = benchmark_script("human_in_the_loop")
+    pool, held = bench.choose_images()
+    split = json.loads(bench.SPLIT.read_text())
+    scored = [i for ids in held.values() for i in ids]
+    assert len(held["d (same group)"]) == 9 and len(held["c (other group)"]) == 4
+    assert set(scored) <= set(split["test"]) and not set(scored) & set(pool)
+    assert len(pool) >= 10 and not set(pool) & set(split["test"])

@@ -7,8 +7,8 @@ segmentation config with ``init_from`` the chosen model is written for them (its
 object scale, normalization and augmentation are the parent's), a few timed steps size the
 schedule to the budget (:mod:`cytolens.train.budget`), and the generic run
 (:func:`cytolens.train.fitting.fit_model`) trains it and writes an ordinary model package
-that ``segment --model OUTPUT`` takes. Afterwards the parent's size model is copied and the
-object filter is refitted on the corrected images (:mod:`.object_filter_fit`).
+that ``segment --model OUTPUT`` takes. Afterwards the size model (the diameter estimate) and
+the object filter (:mod:`.object_filter_fit`) are refitted on the corrected images.
 
 Validation: with at least :data:`MIN_IMAGES_TO_HOLD_OUT` corrected images a fifth of them
 (at least one) is held out for model selection; with fewer, every image trains and the
@@ -44,6 +44,8 @@ HOLD_OUT_FRACTION = 0.2
 STEPS_PER_EPOCH = 10
 #: the largest training crop side (the parent models' own)
 MAX_CROP = 256
+#: the size model's refit holds out one of the images to choose its ridge penalty
+MIN_IMAGES_FOR_SIZE_MODEL = 2
 #: the object filter's cross-validation needs this many training images with objects
 MIN_IMAGES_FOR_FILTER = 5
 
@@ -166,9 +168,10 @@ def _parent_augmentation(package) -> dict:
 
 def finetune(images: Sequence[str | os.PathLike], labels: str | os.PathLike, output: str | os.PathLike, *,
              model: str | os.PathLike = "nuclei", minutes: float = 10.0, overwrite: bool = False,
-             progress=True, seed: int = 0, learning_rate: float = 3e-4, batch_size: int = 8,
+             progress=True, seed: int = 0, learning_rate: float = 1e-4, batch_size: int = 8,
              crop_size: int | None = None, precision: str = "auto", cpu_budget: bool = False,
-             refit_filter: bool = True, steps_per_epoch: int = STEPS_PER_EPOCH) -> FinetuneResult:
+             refit_filter: bool = True, refit_size: bool = True, record_diameter: bool = False,
+             steps_per_epoch: int = STEPS_PER_EPOCH) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on corrected label images; write a model package to ``output``.
 
     Parameters
@@ -195,6 +198,16 @@ def finetune(images: Sequence[str | os.PathLike], labels: str | os.PathLike, out
     refit_filter : bool
         Refit the object filter on the corrected images (needs :data:`MIN_IMAGES_FOR_FILTER`
         training images); without one the package has no filter.
+    refit_size : bool
+        Refit the size model (the diameter estimate) on the corrected images, each shown at five
+        zooms, with the fine-tuned network's features: the parent's size model was fitted on the
+        parent's features, and the fine-tuned network's drifted ones give wrong estimates. It needs
+        :data:`MIN_IMAGES_FOR_SIZE_MODEL` images; with fewer, the corrected objects' median diameter
+        is recorded instead (see ``record_diameter``).
+    record_diameter : bool
+        Record the corrected objects' median diameter as the package's ``scale.diameter``, which
+        :func:`cytolens.segment` then uses when no diameter is given (as Cellpose's custom models use
+        the diameter of their training labels), instead of estimating each image's.
 
     Returns
     -------
@@ -203,8 +216,10 @@ def finetune(images: Sequence[str | os.PathLike], labels: str | os.PathLike, out
     import torch
 
     from cytolens import models
+    from cytolens.io import read_image
     from cytolens.nn.precision import bfloat16_is_fast
     from cytolens.tasks.segmentation.task import TASK
+    from cytolens.tasks.segmentation.training import median_diameter
     from cytolens.train.budget import budgeted_epochs
     from cytolens.train.fitting import adapt_to_parent, fit_model
     from cytolens.train.splits import save_split
@@ -262,19 +277,47 @@ def finetune(images: Sequence[str | os.PathLike], labels: str | os.PathLike, out
               f"{steps_per_epoch} steps in {minutes:g} minutes", flush=True)
     result = fit_model(TASK, config, data, progress=progress, parent=parent, resume=False)
     messages += result.messages
-    for extra in ("size_model.json",):  # the second pass of the diameter estimate corrects a drifted first guess
-        if parent.path is not None and (Path(parent.path) / extra).is_file():
-            shutil.copyfile(Path(parent.path) / extra, output / extra)
+    diameter = float(np.median([median_diameter(read_image(labels)) for _, labels in pairs]))
+    size_record = _refit_size_model(output, parent, pairs, config.normalization, seed) if refit_size else \
+        "not refitted (refit_size=False)"
+    if isinstance(size_record, str) and parent.path is not None and (Path(parent.path) / "size_model.json").is_file():
+        shutil.copyfile(Path(parent.path) / "size_model.json", output / "size_model.json")
+    if record_diameter or (refit_size and isinstance(size_record, str)):
+        # before the filter is refitted: it then sees the objects as segment will find them
+        models.update_meta(output, lambda meta: meta.setdefault("scale", {}).update(diameter=diameter))
     filter_record = _refit_filter(output, config, len(split["train"]), progress is True) if refit_filter else \
         "not refitted (refit_filter=False)"
     record = {"parent": parent.name, "images": len(pairs), "train_ids": split["train"], "val_ids": split["val"],
               "held_out": held_out, "minutes": minutes, "cpu_budget": cpu_budget, "seconds_per_step": seconds,
               "epochs_planned": epochs, "learning_rate": learning_rate, "precision": precision,
+              "labels_diameter": diameter, "size_model": size_record,
               "object_filter": filter_record if isinstance(filter_record, str) else "refitted"}
     models.update_meta(output, lambda meta: meta.setdefault("training", {}).update(finetune=record))
     return FinetuneResult(package=output, train_ids=split["train"], val_ids=split["val"], held_out=held_out,
                           epochs=len(result.history), seconds_per_step=seconds, best=result.best,
                           object_filter=filter_record, messages=messages)
+
+
+def _refit_size_model(package_dir: Path, parent, pairs, normalization, seed: int) -> dict | str:
+    """Refit ``size_model.json`` on the corrected images with the fine-tuned network, or say why not."""
+    from cytolens import models
+    from cytolens.io import read_image
+    from cytolens.tasks.segmentation.size_model import fit_size_model
+    from cytolens.tasks.segmentation.training import median_diameter, model_input
+
+    if "size_model" not in parent.extras:
+        return "none (the parent has no size model)"
+    if len(pairs) < MIN_IMAGES_FOR_SIZE_MODEL:
+        return (f"not refitted: it needs {MIN_IMAGES_FOR_SIZE_MODEL} images; segment uses the corrected objects' "
+                "median diameter (scale.diameter)")
+    network = models.load(package_dir).network
+    images, diameters = [], []
+    for image, labels in pairs:
+        images.append(model_input(read_image(image), normalization))
+        diameters.append(median_diameter(read_image(labels)))
+    size_model = fit_size_model(network, images, diameters, seed=seed)
+    size_model.save(package_dir / "size_model.json")
+    return {"images": len(images), "alpha": size_model.alpha, "diameter_range": size_model.diameter_range}
 
 
 def _refit_filter(package_dir: Path, config, n_train: int, verbose: bool) -> dict | str:

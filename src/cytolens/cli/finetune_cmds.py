@@ -38,6 +38,8 @@ def finetune_command(
     model: str = typer.Option("nuclei", "--model", "-m", help="Model to start from: a bundled name or a package."),
     output: Path = typer.Option(..., "-o", "--output", help="Model package folder to write (segment --model it)."),
     minutes: float = typer.Option(10.0, "--minutes", help="Training time budget in minutes."),
+    cpu_time: bool = typer.Option(False, "--cpu-time", help="Count the budget as this process's CPU time (fair "
+                                  "on a busy machine) rather than wall-clock time."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
@@ -46,7 +48,7 @@ def finetune_command(
     from cytolens.api import finetune
 
     _report(finetune(_image_files(images), labels, output, model=model, minutes=minutes, overwrite=overwrite,
-                     progress=not quiet, seed=seed))
+                     progress=not quiet, seed=seed, cpu_budget=cpu_time))
 
 
 @user_errors

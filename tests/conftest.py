@@ -46,3 +46,14 @@ def benchmark_script():
 def training_script():
     """Import a script of ``training/`` by its path there, e.g. ``training_script("device/export_best.py")``."""
     return lambda relative: _import_file(TRAINING / relative)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Keep the shared CPU light: one torch thread for the test (``pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

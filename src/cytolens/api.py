@@ -25,7 +25,7 @@ from cytolens.models.package import ModelPackage
 if TYPE_CHECKING:
     from cytolens.tasks.segmentation.inference import SegmentationInfo
 
-__all__ = ["classify", "clear_model_cache", "embed", "measure", "restore", "segment", "train_denoiser"]
+__all__ = ["classify", "clear_model_cache", "embed", "finetune", "measure", "restore", "segment", "train_denoiser"]
 
 #: how many loaded models :func:`segment` keeps (least recently used dropped first)
 MODEL_CACHE_SIZE = 4
@@ -253,6 +253,21 @@ def train_denoiser(images, output: str | os.PathLike, *, minutes: float = 5.0, o
     from cytolens.tasks.restoration.denoiser import train_denoiser as train
 
     return train(images, output, minutes=minutes, overwrite=overwrite, progress=progress, **settings)
+
+
+def finetune(images, labels, output: str | os.PathLike, *, model: str | os.PathLike = "nuclei", minutes: float = 10.0,
+             overwrite: bool = False, progress=True, **settings):
+    """Fine-tune a copy of a segmentation ``model`` on corrected label images, within ``minutes`` of training.
+
+    ``images`` are image files, ``labels`` the folder of their corrected label images (matched
+    by file stem: ``img.tif`` -> ``img.tif`` or ``img_labels.tif``); ``output`` is the model
+    package folder that :func:`segment` takes (``model=output``). See
+    :func:`cytolens.tasks.segmentation.finetune.finetune` for the settings and what is held out.
+    """
+    from cytolens.tasks.segmentation.finetune import finetune as run
+
+    return run(images, labels, output, model=model, minutes=minutes, overwrite=overwrite, progress=progress,
+               **settings)
 
 
 def classify(images, model: str | os.PathLike | ModelPackage = "blood-cells", labels=None, **options):

@@ -13,6 +13,7 @@ from cytolens.cli import (
     dask_cmds,
     evaluate_cmds,
     export_cmds,
+    finetune_cmds,
     restore_cmds,
     segment_cmds,
     serve_cmds,
@@ -57,7 +58,7 @@ def _every_command(ctx: typer.Context,
 
 
 for module in (segment_cmds, evaluate_cmds, track_cmds, train_cmds, restore_cmds, classify_cmds, serve_cmds, dask_cmds,
-               export_cmds):
+               export_cmds, finetune_cmds):
     module.register(app)
 
 

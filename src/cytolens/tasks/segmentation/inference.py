@@ -501,6 +501,10 @@ def _segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePr
     check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, **postprocess)
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tile_size = -(-tile_size // divisor) * divisor
+    if diameter is None and (package.meta.get("scale") or {}).get("diameter"):
+        # a model fine-tuned on one lab's images knows their objects' size (as Cellpose's diam_labels); its
+        # network has moved away from the style features its copied size model was fitted on
+        diameter = float(package.meta["scale"]["diameter"])
     estimated = diameter is None
     if estimated:
         diameter, used_scale, whole = _estimate(package, image_yxc, prep, tile_size, overlap, augment, **postprocess)

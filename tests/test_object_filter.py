@@ -148,13 +148,35 @@ def test_fit_matching_and_per_image_ap():
     assert script.mean_image_ap(matched, dropped_false, image, {"a": 2, "b": 1, "c": 3}) == pytest.approx((0.5 + 1) / 3)
 
 
-@pytest.mark.parametrize("name", ["nuclei", "nuclei_fast"])
+@pytest.mark.parametrize("name", ["nuclei", "nuclei_fast", "cells"])
 def test_bundled_object_filters_match_this_cytolens(name):
     package = load(name)
     object_filter = of.ObjectFilter.from_dict(package.extras["object_filter"])
     assert 0 < object_filter.threshold < 1
     assert "fitted_by" in object_filter.provenance
     assert package.meta["training"]["object_filter"]["threshold"] == object_filter.threshold
+
+
+def test_flow_field_outputs_become_foreground_and_flow_length_maps():
+    """A flow_field network has no distance output: the filter reads the flow's length in its place, so a
+    cell whose flows point firmly somewhere scores like a watershed object with a high inner distance, and
+    a fragment with weak, undecided flows like one with a low distance."""
+    from cytolens.tasks.segmentation import flow_field
+
+    outputs = np.zeros((3, 32, 32), np.float32)
+    outputs[0] = -6.0
+    outputs[0, 4:14, 4:14] = outputs[0, 20:24, 20:24] = 6.0  # a cell and a fragment, both foreground
+    outputs[1, 4:14, 4:14] = 0.9 * flow_field.FLOW_SCALE      # the cell's flows: long
+    outputs[2, 20:24, 20:24] = 0.1 * flow_field.FLOW_SCALE    # the fragment's: short
+    maps = of.filter_maps("flow_field", outputs)
+    assert maps.shape == (2, 32, 32)  # two maps: no contact channel is invented
+    np.testing.assert_array_equal(maps[0], outputs[0])
+    labels = np.zeros((32, 32), np.uint32)
+    labels[4:14, 4:14], labels[20:24, 20:24] = 1, 2
+    features = of.object_features(labels, maps, np.zeros((32, 32, 1), np.float32), 0.0, 1.0, 1.0)
+    distance = features[:, COLUMN["distance_mean"]]
+    assert distance[0] == pytest.approx(0.9, abs=1e-3) and distance[1] == pytest.approx(0.1, abs=1e-3)
+    assert of.filter_maps("contact_watershed", outputs) is outputs  # the watershed schemas' maps as they are
 
 
 def test_shape_features_agree_with_scikit_image():

@@ -174,6 +174,19 @@ def labels_from_flows(flow: np.ndarray, mask: np.ndarray, steps: int = 200, min_
     return remove_small_objects(labels, min_size)
 
 
+def filter_maps(outputs: np.ndarray) -> np.ndarray:
+    """The two logit maps an object filter reads (:mod:`.object_filter`): the foreground, and the flow's
+    length in place of the watershed schemas' inner distance (near 1 where the network is sure of the
+    direction to a cell's centre; it falls at sinks, at edges and on fragments).
+
+    >>> maps = filter_maps(np.stack([np.full((4, 4), 3.0), np.full((4, 4), FLOW_SCALE), np.zeros((4, 4))]))
+    >>> maps.shape, bool(maps[1, 0, 0] > 5)
+    ((2, 4, 4), True)
+    """
+    length = np.clip(np.hypot(outputs[1], outputs[2]) / FLOW_SCALE, 1e-3, 1 - 1e-3)
+    return np.stack([outputs[0], np.log(length / (1 - length))]).astype(np.float32)
+
+
 def postprocess(outputs: np.ndarray, foreground_threshold: float = 0.5, steps: int = 200, min_sink: int = 4,
                 sink_radius: int = 2, min_size: int = 8) -> np.ndarray:
     """Turn network outputs ``(3, Y, X)`` into a label image ``(Y, X)`` uint32 (see the module docstring)."""

@@ -33,7 +33,7 @@ from cytolens.nn.precision import autocast_for, check_precision
 from cytolens.nn.predictor import flip_averaged, network_predictor
 from cytolens.preprocess import PercentileNormalizer, check_image, is_constant, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
-from cytolens.tasks.segmentation.object_filter import ObjectFilter
+from cytolens.tasks.segmentation.object_filter import ObjectFilter, filter_maps
 from cytolens.tasks.segmentation.size_model import SizeModel, style_of
 
 #: rescaling by less than this relative amount is skipped (the network was trained with ±30 % zoom)
@@ -425,7 +425,8 @@ def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diamete
     if outputs is not None and filter_objects and "object_filter" in package.extras:
         object_filter = ObjectFilter.from_dict(package.extras["object_filter"])
         found = np.count_nonzero(labels)
-        labels = object_filter.apply(labels, outputs, image_yxc, prep.lo, prep.hi, info.scale)
+        maps = filter_maps(package.meta["schema"], outputs)
+        labels = object_filter.apply(labels, maps, image_yxc, prep.lo, prep.hi, info.scale)
         info.filter_rejected = float(1 - np.count_nonzero(labels) / found) if found else 0.0
         if info.filter_rejected > MAX_FILTER_REJECTED:
             info.warnings.append(

@@ -124,6 +124,16 @@ def _touching_fraction(labels: np.ndarray, count: int) -> np.ndarray:
     return (to_object / np.maximum(outline, 1))[1:]
 
 
+def filter_maps(schema: str, outputs: np.ndarray) -> np.ndarray:
+    """The network outputs in the form the features read: foreground, inner distance[, contacts] logits.
+    The watershed schemas' outputs are that already; a schema with other outputs (``flow_field``) says
+    how to make them with its own ``filter_maps``."""
+    from cytolens.tasks.segmentation import SCHEMAS
+
+    convert = getattr(SCHEMAS[schema], "filter_maps", None)
+    return outputs if convert is None else convert(outputs)
+
+
 def object_features(labels: np.ndarray, outputs: np.ndarray, image_yxc: np.ndarray, low: float, high: float,
                     scale: float) -> np.ndarray:
     """Features (columns :data:`FEATURES`) of objects ``1..labels.max()`` — labels must be sequential.

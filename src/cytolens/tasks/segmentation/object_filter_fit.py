@@ -31,15 +31,16 @@ from cytolens.io import read_image
 from cytolens.metrics import iou_matrix
 from cytolens.models import load, update_meta
 from cytolens.tasks.segmentation.inference import as_yxc, segment_outputs, tile_preparer
-from cytolens.tasks.segmentation.object_filter import FEATURES, BoostedTrees, ObjectFilter, object_features
+from cytolens.tasks.segmentation.object_filter import FEATURES, BoostedTrees, ObjectFilter, filter_maps, object_features
 
 MATCH_IOU = 0.5
 #: scikit-learn ``GradientBoostingClassifier`` settings
 TREES = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
 FOLDS = 5
-#: schemas whose outputs start with a foreground and an inner-distance logit
-SCHEMAS_WITH_FILTERS = ("deep_watershed", "contact_watershed")
+#: schemas whose outputs start with a foreground and an inner-distance logit, or can be turned into them
+#: (``object_filter.filter_maps``)
+SCHEMAS_WITH_FILTERS = ("deep_watershed", "contact_watershed", "flow_field")
 
 
 def best_iou_per_object(truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -82,7 +83,8 @@ def collect_objects(package, pairs: dict, progress: bool = False):
         outputs, labels, scale = segment_outputs(package, image, prep)
         if outputs is None or labels.max() == 0:
             continue
-        rows.append(object_features(labels, outputs, image, prep.lo, prep.hi, scale))
+        maps = filter_maps(package.meta["schema"], outputs)
+        rows.append(object_features(labels, maps, image, prep.lo, prep.hi, scale))
         matched.append(best_iou_per_object(truth, labels) >= MATCH_IOU)
         image_of += [image_id] * int(labels.max())
     if not rows:
@@ -106,7 +108,7 @@ def fit_object_filter(package_dir: str | os.PathLike, config, progress: bool = F
     config = load_config(config) if isinstance(config, str | os.PathLike) else config
     package = load(package_dir)  # segment_outputs never applies a filter already in the package
     if package.meta.get("schema") not in SCHEMAS_WITH_FILTERS:
-        raise InvalidParameterError(f"object filters read foreground and distance outputs; model "
+        raise InvalidParameterError(f"object filters read foreground and distance (or flow) outputs; model "
                                     f"{package.name!r} ({package.meta.get('schema')}) has none")
     split, files, _ = make_data_split(config)
     train = {i: files[i] for i in split["train"]}

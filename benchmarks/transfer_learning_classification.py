@@ -30,7 +30,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _machine import machine  # noqa: E402  (after the path insert)
+from _machine import machine  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "transfer_learning_classification"
@@ -66,11 +66,11 @@ def report() -> None:
     metric = next(c for c in table.columns if c.startswith("val_") and c != "val_loss")
     info = machine()
     lines = ["# Transfer learning: cell-cycle from the blood-cells encoder vs from scratch", "",
-             f"Made by `benchmarks/transfer_learning_classification.py`. Machine: {info['cpu']}, {info['cores']} "
-             f"cores (shared with other jobs), 1 torch thread, commit {info['commit']}.",
-             "Recipe `training/cell-cycle/config.yaml` on nested fractions of its training split; scored on its "
-             f"fixed validation split at each run's lowest-validation-loss epoch. `{metric}` = validation macro-F1 "
-             "unless the column says otherwise.", "",
+             (f"Made by `benchmarks/transfer_learning_classification.py`. Machine: {info['cpu']}, {info['cores']} "
+              f"cores (shared with other jobs), 1 torch thread, commit {info['commit']}."),
+             ("Recipe `training/cell-cycle/config.yaml` on nested fractions of its training split; scored on its "
+              f"fixed validation split at each run's lowest-validation-loss epoch. `{metric}` = validation macro-F1 "
+              "unless the column says otherwise."), "",
              "| fraction of the training split | cells | scratch | transfer (blood-cells encoder) | gain |",
              "| --- | --- | --- | --- | --- |"]
     wide = table.pivot_table(index="fraction", columns="arm", values=metric)

@@ -1,4 +1,4 @@
-"""Transfer learning for classification: cell-cycle from the blood-cells encoder vs from scratch, on 10/30/100 % of its data.
+"""Transfer learning for classification: cell-cycle from the blood-cells encoder vs from scratch, 10/30/100 % of data.
 
 The `cell-cycle` recipe (``training/cell-cycle/config.yaml``: 7 phases of Jurkat cells, 3 channels,
 40 px, class-weighted loss, 8 epochs of 40 steps of 64 cells) is trained on nested 10 %, 30 % and

@@ -41,7 +41,8 @@ def median_diameter(labels: np.ndarray) -> float:
     return float(diameters(labels)[0])
 
 
-def train(images, labels, epochs: int, save_path: Path, name: str):
+def train(images, labels, epochs: int, save_path: Path, name: str) -> str:
+    """Train a fresh CPnet for ``epochs``; returns the path of the saved model."""
     from cellpose import models
     from cellpose import train as cp_train
 
@@ -49,7 +50,7 @@ def train(images, labels, epochs: int, save_path: Path, name: str):
     model_path, _, _ = cp_train.train_seg(model.net, train_data=images, train_labels=labels, channels=[0, 0],
                                           normalize=True, n_epochs=epochs, save_path=str(save_path),
                                           model_name=name, min_train_masks=1)
-    return model, model_path
+    return model_path
 
 
 def predict(model_path: Path, images: Path, labels: Path, stems: list[str], mean_diameter: float, out: Path) -> dict:
@@ -108,7 +109,7 @@ def main() -> None:
         say(f"{seconds_per_epoch:.1f} s per epoch ({len(train_images)} images) -> {epochs} epochs "
             f"in {args.minutes} min")
         start = time.perf_counter()
-        _, model_path = train(train_images, train_flows, epochs, args.out, "cellpose_usiigaci")
+        model_path = train(train_images, train_flows, epochs, args.out, "cellpose_usiigaci")
         summary = {"model": str(model_path), "epochs": epochs, "train_seconds": time.perf_counter() - start,
                    "seconds_per_epoch": seconds_per_epoch,
                    "train_mean_diameter": float(np.mean([median_diameter(lab) for lab in train_labels]))}

@@ -107,11 +107,12 @@ def model_rows(packages: list[str]) -> list[dict]:
     import cytolens
     from cytolens.models import load
 
+    loaded = {path: load(path) for path in packages}
+    names = [package.name for package in loaded.values()]
     rows = []
-    for path in packages:
-        package = load(path)
+    for path, package in loaded.items():
         # a package's name, or its folder where two packages share a name (e.g. stages of one recipe)
-        label = package.name if sum(load(p).name == package.name for p in packages) == 1 else str(path)
+        label = package.name if names.count(package.name) == 1 else str(path)
         for stem in test_ids():
             image, labels = read_pair(stem)
             start = time.perf_counter()
@@ -119,8 +120,8 @@ def model_rows(packages: list[str]) -> list[dict]:
                 warnings.simplefilter("ignore")
                 pred = cytolens.segment(image, package)
             seconds = time.perf_counter() - start
-            rows.append({"kind": "model", "method": f"{label} ({package.meta['schema']})", "image": stem,
-                         **scores(labels, pred), "seconds": seconds})
+            rows.append({"kind": "model", "method": f"{label} ({package.meta['schema']})", "package": str(path),
+                         "image": stem, **scores(labels, pred), "seconds": seconds})
     return rows
 
 
@@ -150,11 +151,10 @@ def cellpose_rows(folder: Path, venv: Path, minutes: float) -> list[dict]:
 
 def record_scores(table: pd.DataFrame, packages: list[str], info: dict) -> None:
     """The model card's figures: each package's means over the held-out test sets, with what made them."""
-    from cytolens.models import load, update_meta
+    from cytolens.models import update_meta
 
     for path in packages:
-        label = load(path).name
-        rows = table[(table.kind == "model") & table.method.str.startswith((label + " ", str(path) + " "))]
+        rows = table[table.package == str(path)]
         overall = {"images": len(rows), **{k: float(rows[k].mean()) for k in ("ap50", "ap75", "dsb2018")}}
         validation = {"data": "Usiigaci held-out sets " + ", ".join(test_ids()) + " (training/cells/split.json: "
                               "blocks of sets no training or model choice saw)",
@@ -198,7 +198,8 @@ def main() -> None:
              ("oracle = the schema's own targets (from the truth) as perfect network outputs, post-processed with the "
               f"schema's settings at target diameter {TARGET_DIAMETER:g} px: the ceiling of the representation. "
               "Means over the test images; seconds = post-processing (oracle) or the whole segment call (model)."),
-             "", "| kind | method | AP@0.5 | AP@0.75 | DSB2018 | seconds / image |", "| --- | --- | --- | --- | --- | --- |"]
+             "", "| kind | method | AP@0.5 | AP@0.75 | DSB2018 | seconds / image |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for (kind, method), row in summary.iterrows():
         lines.append(f"| {kind} | {method} | {row.ap50:.3f} | {row.ap75:.3f} | {row.dsb2018:.3f} | {row.seconds:.2f} |")
     (RESULTS / "segmentation_cells.md").write_text("\n".join(lines) + "\n")

@@ -99,9 +99,12 @@ def _large_child(model: str) -> None:
 
 
 def large_rows(models: list[str]) -> list[dict]:
+    import torch
+
     rows = []
     for model in models:
-        out = subprocess.run([sys.executable, __file__, "--large-child", model], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, __file__, "--large-child", model, "--threads",
+                              str(torch.get_num_threads())], capture_output=True, text=True,
                              check=True).stdout
         rows.append({"volume": "synthetic 64x1024x1024 (tiled)", "shape": "64x1024x1024", "model": model,
                      "method": "slices", **json.loads(out.strip().splitlines()[-1])})
@@ -112,11 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=["nuclei", "nuclei_fast"])
     parser.add_argument("--large", action="store_true", help="also time a 64 x 1024 x 1024 volume (minutes)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     parser.add_argument("--large-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.large_child:
         _large_child(args.large_child)
         return

@@ -1,7 +1,9 @@
 """3D segmentation: AP on synthetic volumes, GoNuclear and QCANet; time and peak memory of a large volume.
 
 Methods: ``slices`` (a bundled 2D model on each Z plane, objects linked through Z by overlap) with
-``nuclei`` and ``nuclei_fast``, the diameter estimated once per volume as a user would run it. The
+``nuclei`` and ``nuclei_fast``, the diameter estimated once per volume as a user would run it (since
+session 22: the median of the 2D estimates on up to 5 planes spread through the specimen,
+``volume.estimate_volume_diameter``; before, the estimate on the one most contrasted plane). The
 ``native`` method needs a trained 3D model; none is bundled yet, so it is not measured here.
 
 Data: synthetic volumes of touching nuclei (``cytolens.data.synthetic3d``, seeds 100-102, no model
@@ -131,7 +133,7 @@ def main() -> None:
     info = machine()
     lines = ["# 3D segmentation", "", f"Made by `benchmarks/segmentation_3d.py {' '.join(sys.argv[1:])}`.",
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
-              f"commit {info['commit']}. Diameter estimated once per volume; native 3D: no trained model, not "
+              f"commit {info['commit']}. Diameter estimated once per volume (median over up to 5 planes); native 3D: no trained model, not "
               "measured."), "", "| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")

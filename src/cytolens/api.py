@@ -99,6 +99,7 @@ def segment(
     filter_objects: bool = True,
     precision: str = "float32",
     channel: int | None = None,
+    channels: list[int] | None = None,
     return_info: bool = False,
     axes: str | None = None,
     anisotropy: float = 1.0,
@@ -138,16 +139,21 @@ def segment(
         Segment only this channel of a ``(Y, X, C)`` image (0 = the first), e.g. the
         nuclear stain (DAPI, Hoechst) of a multichannel image; None uses the image as
         it is (grayscale or RGB).
+    channels : list of int, optional
+        For a model that declares its input channels (e.g. cytoplasm + nucleus,
+        ``input.file_channels`` in ``cytolens models info``): the image's channels to give
+        it, in the model's order, e.g. ``[2, 0]``; None gives the image's channels as they
+        are, which must then be as many as the model takes.
     return_info : bool
         Also return a :class:`~cytolens.tasks.segmentation.inference.SegmentationInfo`:
         the diameter used (estimated or given), the scale applied, the object count, the
         network's certainty and the share of the foreground the object filter removed,
         and the warnings the image raised. The labels are the same either way.
         (2D images only.)
-    axes : {None, "YX", "ZYX", "ZYXC"}
+    axes : {None, "YX", "YXC", "CYX", "ZYX", "ZYXC"}
         ``"ZYX"`` (or ``"ZYXC"``) segments a volume ``(Z, Y, X[, C])`` into a ``(Z, Y, X)``
         label volume (:func:`cytolens.tasks.segmentation.volume.segment_volume`); None or
-        ``"YX"``: a 2D image.
+        ``"YX"``: a 2D image; ``"CYX"``: a 2D image with its channels first.
     anisotropy : float
         Volumes: Z step / XY pixel size (> 0), e.g. 2 when planes are twice as far apart
         as pixels.
@@ -182,13 +188,16 @@ def segment(
     (True, True, [])
     """
     from cytolens.preprocess import select_channel
+    from cytolens.tasks.segmentation.channels import channels_first_to_last, pick_channels
     from cytolens.tasks.segmentation.inference import segment_image_with_info
 
-    if axes is not None and axes.upper() not in ("YX", "YXC"):
+    if channel is not None and channels is not None:
+        raise InvalidParameterError("give channel (one channel) or channels (several, in the model's order), not both")
+    if axes is not None and axes.upper() not in ("YX", "YXC", "CYX"):
         from cytolens.tasks.segmentation.volume import segment_volume
 
         if axes.upper() not in ("ZYX", "ZYXC"):
-            raise InvalidParameterError(f"axes must be 'YX' (an image) or 'ZYX' (a volume), got {axes!r}")
+            raise InvalidParameterError(f"axes must be 'YX' or 'CYX' (an image) or 'ZYX' (a volume), got {axes!r}")
         if return_info:
             raise InvalidParameterError("return_info is for 2D images; a volume returns its labels only")
         if channel is not None:
@@ -196,10 +205,16 @@ def segment(
                 raise InvalidParameterError(f"channel={channel} needs a (Z, Y, X, C) volume, got shape "
                                             f"{np.shape(image)}")
             image = np.stack([select_channel(plane, channel) for plane in image])  # each (Y, X, C) plane
+        if channels is not None:
+            image = pick_channels(image, channels, "the volume", spatial_ndim=3)
         return segment_volume(_load(model), image, anisotropy=anisotropy, method=volume_method,
                               diameter=diameter, filter_objects=filter_objects, **postprocess)
+    if axes is not None and axes.upper() == "CYX":
+        image = channels_first_to_last(image)
     if channel is not None:
         image = select_channel(image, channel)
+    if channels is not None:
+        image = pick_channels(image, channels)
     labels, info = segment_image_with_info(_load(model), image, diameter=diameter, tile_size=tile_size,
                                            overlap=overlap, augment=augment, gamma=gamma,
                                            filter_objects=filter_objects, precision=precision, **postprocess)

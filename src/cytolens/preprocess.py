@@ -97,8 +97,13 @@ class PercentileNormalizer:
             object.__setattr__(self, name, float(value))
         _check_percentiles(self.low, self.high)
 
-    def statistics(self, image: np.ndarray, *, spatial_ndim: int = 2) -> tuple[float, float]:
+    def statistics(self, image: np.ndarray, *, spatial_ndim: int = 2, per_channel: bool = False):
         """The ``low`` and ``high`` percentiles of ``image`` (its min and max where they coincide).
+
+        ``per_channel=True`` takes them for each channel of a channels-last image on its own
+        and returns two float32 arrays of one value per channel (:meth:`apply` takes either):
+        the normalization of models that declare their channels (cytoplasm + nucleus), whose
+        stains differ in brightness.
 
         ``image`` is ``(Y, X[, C])``, or ``(Z, Y, X[, C])`` with ``spatial_ndim=3``. The
         percentiles come from a sample that strides every spatial axis by one step, so
@@ -115,6 +120,11 @@ class PercentileNormalizer:
         (0.0, 7.0)
         """
         sample = self.sample(image, spatial_ndim=spatial_ndim)
+        if per_channel:
+            if sample.ndim != spatial_ndim + 1:
+                raise InvalidImageError(f"per-channel statistics need a channels-last image, got shape {image.shape}")
+            pairs = [self.statistics(sample[..., c], spatial_ndim=spatial_ndim) for c in range(sample.shape[-1])]
+            return tuple(np.array(values, np.float32) for values in zip(*pairs))
         lo, hi = np.percentile(sample, [self.low, self.high])
         if hi <= lo:
             lo, hi = float(sample.min()), float(sample.max())
@@ -140,7 +150,12 @@ class PercentileNormalizer:
 
         >>> PercentileNormalizer().apply(np.array([2, 4, 10], np.uint8), 2.0, 6.0).tolist()
         [0.0, 0.5, 2.0]
+        >>> PercentileNormalizer().apply(np.array([[2, 4], [6, 4]]), np.array([2, 0]), np.array([6, 8])).tolist()
+        [[0.0, 0.5], [1.0, 0.5]]
         """
+        if np.ndim(lo) or np.ndim(hi):  # per channel, along the last axis
+            lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+            return (np.asarray(image).astype(np.float32) - lo) * (1.0 / np.maximum(hi - lo, np.float32(1e-6)))
         lo, hi = float(lo), float(hi)
         return (np.asarray(image).astype(np.float32) - lo) * (1.0 / max(hi - lo, 1e-6))
 

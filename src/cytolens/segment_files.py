@@ -43,12 +43,15 @@ class SegmentSettings(BaseModel):
     filter_objects: bool = Field(True, description="drop objects the model's object classifier judges spurious")
     precision: str = Field("float32", description="float32 or bfloat16")
     channel: int | None = Field(None, description="segment only this channel (0 = the first)")
+    channels: list[int] | None = Field(None, description="for a model that declares its input channels: the "
+                                       "image's channels to give it, in its order")
     postprocess: dict[str, float] = Field(default_factory=dict,
                                           description="post-processing overrides, e.g. {\"marker_threshold\": 0.5}")
     overlay: bool = Field(False, description="also write <stem>_overlay.png")
     rois: bool = Field(False, description="also write <stem>_rois.zip (ImageJ ROIs)")
     geojson: bool = Field(False, description="also write <stem>_objects.geojson (QuPath)")
-    axes: Literal["ZYX"] | None = Field(None, description="ZYX: the file is a volume (labels written as a ZYX TIFF)")
+    axes: Literal["ZYX", "CYX"] | None = Field(None, description="ZYX: the file is a volume (labels written as a ZYX "
+                                               "TIFF); CYX: a 2D image with its channels first")
     # checked by cytolens.segment for a volume (ignored for an image, as the CLI ignores them without --axes)
     anisotropy: float = Field(1.0, description="volumes: Z step / XY pixel size")
     volume_method: str = Field("auto", description="volumes: native (3D model), slices (2D, linked through Z) or auto")
@@ -100,12 +103,17 @@ def segment_file(image_path: Path, output: Path, package: ModelPackage | str, se
     from cytolens.overlay import write_overlay
 
     image = read_image(image_path)
+    if settings.axes == "CYX":  # measured and drawn channels last, as it is segmented
+        from cytolens.tasks.segmentation.channels import channels_first_to_last
+
+        image = channels_first_to_last(image)
     if settings.axes == "ZYX":
         from cytolens.tasks.segmentation.inference import SegmentationInfo
 
         labels = segment_api(image, package, axes="ZYX", anisotropy=settings.anisotropy,
                              volume_method=settings.volume_method, diameter=settings.diameter,
-                             channel=settings.channel, filter_objects=settings.filter_objects,
+                             channel=settings.channel, channels=settings.channels,
+                             filter_objects=settings.filter_objects,
                              **settings.postprocess_params())
         info = SegmentationInfo(diameter=settings.diameter, estimated=settings.diameter is None, scale=1.0,
                                 n_objects=int(labels.max()))
@@ -113,9 +121,10 @@ def segment_file(image_path: Path, output: Path, package: ModelPackage | str, se
         labels, info = segment_api(image, package, diameter=settings.diameter, tile_size=settings.tile_size,
                                    augment=settings.augment, gamma=settings.gamma,
                                    filter_objects=settings.filter_objects, precision=settings.precision,
-                                   channel=settings.channel, return_info=True, **settings.postprocess_params())
+                                   channel=settings.channel, channels=settings.channels, return_info=True,
+                                   **settings.postprocess_params())
     targets = result_files(Path(name or image_path.name), Path(output), settings.extras)
-    write_labels(targets["labels"], labels, overwrite=overwrite, axes=settings.axes)
+    write_labels(targets["labels"], labels, overwrite=overwrite, axes="ZYX" if settings.axes == "ZYX" else None)
     spacing = (settings.anisotropy, 1.0, 1.0) if settings.axes == "ZYX" else None
     write_table(targets["table"], measure(labels, image, spacing=spacing), overwrite=overwrite)
     if settings.overlay:

@@ -102,6 +102,9 @@ def segment(
     channel: int | None = typer.Option(None, help="Segment only this channel of a multichannel image (0 = the "
                                                   "first), e.g. the nuclear stain; the table still measures "
                                                   "every channel."),
+    channels: str | None = typer.Option(None, "--channels", help="For a model that declares its input channels "
+                                                                 "(e.g. cytoplasm + nucleus): the image's "
+                                                                 "channels to give it, in its order, e.g. 1,0."),
     param: list[str] | None = typer.Option(None, "--param", help="Override a post-processing default, e.g. "
                                                                  "--param marker_threshold=0.5 (repeatable; "
                                                                  "`cytolens models info` lists them)."),
@@ -124,7 +127,8 @@ def segment(
                                          "LocalCluster on this machine. Same files as without it."),
     axes: str | None = typer.Option(None, "--axes", help="ZYX: each input is a volume (a TIFF stack, (Z, Y, X) or "
                                                          "(Z, Y, X, C)); its labels are a ZYX TIFF and its table "
-                                                         "has volume, surface area and 3D centroids."),
+                                                         "has volume, surface area and 3D centroids. CYX: each "
+                                                         "input is a 2D image with its channels first."),
     anisotropy: float = typer.Option(1.0, help="Volumes: Z step / XY pixel size (e.g. 2 when planes are twice "
                                                "as far apart as pixels)."),
     volume_method: str = typer.Option("auto", help="Volumes: native (a 3D model), slices (a 2D model on each "
@@ -155,10 +159,16 @@ def segment(
     extra = postprocess | ({"min_size": min_size} if min_size is not None else {})
     check_settings(package, diameter=diameter, tile_size=tile_size, gamma=gamma, precision=precision, **extra)
     volumes = _volume_mode(axes)
+    channels_first = axes is not None and axes.upper() == "CYX"
+    picked = parse_channels(channels, channel)
     if volumes:  # every volume is checked before anything is written
         from cytolens.cli.volume_checks import check_volume_run
 
-        check_volume_run(package, images, anisotropy, volume_method, channel, extras)
+        check_volume_run(package, images, anisotropy, volume_method, channel, extras, picked)
+    else:  # a model that declares its channels: every file's channel count is checked before anything is written
+        from cytolens.cli.volume_checks import check_channel_run
+
+        check_channel_run(package, images, channels_first, channel, picked)
     # a CPU without bfloat16 says so once, not once per image
     precision = effective_precision(precision, next(package.network.parameters()).device)
     check_output_folder(output)
@@ -186,8 +196,9 @@ def segment(
 
     settings = SegmentSettings(diameter=diameter, tile_size=tile_size, min_size=min_size, augment=augment,
                                gamma=gamma, filter_objects=filter_objects, precision=precision, channel=channel,
-                               postprocess=postprocess, overlay=overlay, rois=rois, geojson=geojson,
-                               axes="ZYX" if volumes else None, anisotropy=anisotropy, volume_method=volume_method)
+                               channels=picked, postprocess=postprocess, overlay=overlay, rois=rois, geojson=geojson,
+                               axes="ZYX" if volumes else "CYX" if channels_first else None, anisotropy=anisotropy,
+                               volume_method=volume_method)
 
     def run_here(image_path: Path) -> tuple[Path, SegmentationInfo | None, Exception | None]:
         try:
@@ -227,12 +238,31 @@ def segment(
 
 
 def _volume_mode(axes: str | None) -> bool:
-    """True for ``--axes ZYX`` (or ZYXC), False for none / YX; an error for anything else."""
-    if axes is None or axes.upper() in ("YX", "YXC"):
+    """True for ``--axes ZYX`` (or ZYXC), False for none / YX / CYX; an error for anything else."""
+    if axes is None or axes.upper() in ("YX", "YXC", "CYX"):
         return False
     if axes.upper() in ("ZYX", "ZYXC"):
         return True
-    raise InvalidParameterError(f"--axes takes YX (images) or ZYX (volumes), got {axes!r}")
+    raise InvalidParameterError(f"--axes takes YX or CYX (images) or ZYX (volumes), got {axes!r}")
+
+
+def parse_channels(text: str | None, channel: int | None) -> list[int] | None:
+    """``--channels 1,0`` → ``[1, 0]``; a clear error for anything else, or with ``--channel`` too.
+
+    >>> parse_channels("1, 0", None)
+    [1, 0]
+    """
+    from cytolens.tasks.segmentation.channels import check_channel_list
+
+    if text is None:
+        return None
+    if channel is not None:
+        raise InvalidParameterError("give --channel (one channel) or --channels (several, in the model's order), "
+                                    "not both")
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise InvalidParameterError(f"--channels takes channel numbers separated by commas, e.g. 0,1; got {text!r}")
+    return check_channel_list([int(part) for part in parts], "--channels")
 
 
 def _image_files(paths: list[Path]) -> list[Path]:

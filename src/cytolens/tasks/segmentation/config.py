@@ -24,12 +24,20 @@ class SegmentationTrainConfig(TrainConfig):
         "deep_watershed", alias="schema")
     data: LabelDataConfig
     target_diameter: float = Field(20.0, gt=2, description="objects are rescaled to this median diameter (px)")
+    channels: list[int] | None = Field(
+        None, description="the image files' channels the network takes, in this order (0 = first), e.g. [0, 1] "
+        "for a cytoplasm and a nucleus stain; each is normalized on its own and model.json declares them. None: "
+        "each image as gray or RGB (gray repeated to 3 channels)")
     contact_emphasis: float = Field(
         0.0, ge=0, le=50, description="contact_watershed only: pixels where objects touch weigh 1 + this in the "
         "cross-entropy (as U-Net's border weights), to train the network harder on separating touching objects")
 
     @model_validator(mode="after")
     def _check_schema(self):
+        if self.channels is not None and (not self.channels or len(set(self.channels)) != len(self.channels)
+                                          or min(self.channels) < 0):
+            raise ValueError(f"channels must be distinct channel numbers >= 0 (0 = first), e.g. [0, 1]; got "
+                             f"{self.channels}")
         if self.contact_emphasis and self.schema_ != "contact_watershed":
             raise ValueError(f"contact_emphasis needs schema: contact_watershed (got {self.schema_}): "
                              "only that schema has contact targets")

@@ -33,6 +33,7 @@ from cytolens.nn.precision import autocast_for, check_precision
 from cytolens.nn.predictor import flip_averaged, network_predictor
 from cytolens.preprocess import PercentileNormalizer, check_image, is_constant, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
+from cytolens.tasks.segmentation.channels import declared_channels, declared_yxc
 from cytolens.tasks.segmentation.object_filter import ObjectFilter, filter_maps
 from cytolens.tasks.segmentation.size_model import SizeModel, style_of
 
@@ -116,9 +117,12 @@ ESTIMATE_CROP = 512
 ESTIMATE_CROPS = 4
 
 
-def as_yxc(image: np.ndarray, *, allow_constant: bool = False) -> np.ndarray:
-    """Validate a 2D image and return it as ``(Y, X, C)`` with C in (1, 3)."""
+def as_yxc(image: np.ndarray, *, allow_constant: bool = False, package: ModelPackage | None = None) -> np.ndarray:
+    """Validate a 2D image and return it as ``(Y, X, C)`` with C in (1, 3), or with the C channels
+    ``package`` declares (:mod:`.channels`)."""
     image = check_image(image, allow_constant=allow_constant)
+    if package is not None and declared_channels(package.meta) is not None:
+        return declared_yxc(package.meta, image)
     if image.ndim == 2:
         return image[..., None]
     if image.ndim == 3 and image.shape[2] in (1, 3):
@@ -136,11 +140,12 @@ def as_yxc(image: np.ndarray, *, allow_constant: bool = False) -> np.ndarray:
 
 
 class _TilePreparer:
-    """Per-tile normalization with image-wide percentiles, an optional gamma, and gray → RGB."""
+    """Per-tile normalization with image-wide percentiles, an optional gamma, and gray → RGB
+    (``rgb=False``: the channels as they are, for a model that declares its channels)."""
 
-    def __init__(self, lo: float, hi: float, gamma: float = 1.0,
-                 normalizer: PercentileNormalizer | None = None) -> None:
-        self.lo, self.hi, self.gamma = lo, hi, gamma
+    def __init__(self, lo, hi, gamma: float = 1.0, normalizer: PercentileNormalizer | None = None,
+                 rgb: bool = True) -> None:
+        self.lo, self.hi, self.gamma, self.rgb = lo, hi, gamma, rgb
         self.normalizer = normalizer or PercentileNormalizer()
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
@@ -148,10 +153,10 @@ class _TilePreparer:
         if self.gamma != 1.0:  # sign-preserving, as the training augmentation applies it
             x = np.sign(x) * np.abs(x) ** np.float32(self.gamma)
         x = np.moveaxis(x, -1, 0)
-        return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x)
+        return np.ascontiguousarray(np.repeat(x, 3, axis=0) if x.shape[0] == 1 and self.rgb else x)
 
     def without_gamma(self) -> _TilePreparer:
-        return _TilePreparer(self.lo, self.hi, normalizer=self.normalizer)
+        return _TilePreparer(self.lo, self.hi, normalizer=self.normalizer, rgb=self.rgb)
 
 
 def has_dark_background(image: np.ndarray) -> bool:
@@ -182,8 +187,9 @@ def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1
     """
     _check_gamma(gamma)
     normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
-    lo, hi = normalizer.statistics(image_yxc)
-    return _TilePreparer(lo, hi, float(gamma), normalizer)
+    declared = declared_channels(package.meta) is not None  # each declared channel is normalized on its own
+    lo, hi = normalizer.statistics(image_yxc, per_channel=declared)
+    return _TilePreparer(lo, hi, float(gamma), normalizer, rgb=not declared)
 
 
 def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, prep: _TilePreparer,
@@ -282,7 +288,7 @@ def _window_starts(length: int) -> list[int]:
 
 
 def estimate_diameter(package: ModelPackage, image: np.ndarray, tile_size: int = 512, gamma: float = 1.0) -> float:
-    image_yxc = as_yxc(image)
+    image_yxc = as_yxc(image, package=package)
     return _estimate(package, image_yxc, tile_preparer(package, image_yxc, gamma), tile_size)[0]
 
 
@@ -403,7 +409,7 @@ def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diamete
     """
     _require_segmentation(package)
     autocast = autocast_for(precision, next(package.network.parameters()).device)
-    image_yxc = as_yxc(image, allow_constant=True)
+    image_yxc = as_yxc(image, allow_constant=True, package=package)
     if is_constant(image_yxc):  # an empty well: no objects, not an error (a plate run goes on)
         check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, gamma=gamma,
                        precision=precision, **postprocess)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from cytolens.errors import InvalidParameterError
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation import training as seg
+from cytolens.tasks.segmentation.channels import input_meta
 from cytolens.tasks.segmentation.config import SegmentationTrainConfig
 from cytolens.train.task import PreparedData
 
@@ -37,7 +38,7 @@ class SegmentationTask:
         return seg.preparation_key(config)
 
     def network_channels(self, config, data: PreparedData) -> tuple[int, int]:
-        return 3, SCHEMAS[config.schema_].OUTPUT_CHANNELS
+        return len(config.channels) if config.channels else 3, SCHEMAS[config.schema_].OUTPUT_CHANNELS
 
     def _class_weights(self, config, train_samples: Sequence):
         return seg.pixel_class_weights(train_samples) if config.schema_ == "pixel_classes" else None
@@ -67,12 +68,19 @@ class SegmentationTask:
                 f"{config.schema_!r}: set schema: {meta.get('schema')} or start from scratch")
         if "target_diameter" not in config.model_fields_set and "scale" in meta:
             config = config.model_copy(update={"target_diameter": float(meta["scale"]["target_diameter"])})
+        parent_channels = (meta.get("input") or {}).get("file_channels")
+        if "channels" not in config.model_fields_set and parent_channels:  # fine-tuning a 2-channel model
+            config = config.model_copy(update={"channels": list(parent_channels)})
+        takes = int(meta["architecture"]["args"].get("in_channels", 3))
+        if (len(config.channels) if config.channels else 3) != takes:
+            raise InvalidParameterError(f"init_from ({meta.get('name')!r}) takes {takes} input channels but channels "
+                                        f"is {config.channels}: give as many channels as the parent takes")
         return config
 
     def package_meta(self, config, train_samples: Sequence) -> dict:
         return {
             "schema": config.schema_,
-            "input": {"channels": 3, "axes": "YXC", "conversion": "grayscale repeated to RGB, alpha dropped"},
+            "input": input_meta(config.channels),
             "scale": {"target_diameter": config.target_diameter},
             "postprocess": SCHEMAS[config.schema_].PARAMS(**self._postprocess_params(config, train_samples)).to_dict(),
         }

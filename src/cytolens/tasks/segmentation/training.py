@@ -23,18 +23,26 @@ from cytolens.metrics.segmentation import match
 from cytolens.nn.predictor import network_predictor
 from cytolens.preprocess import PercentileNormalizer, predict_tiled, rescale, to_rgb
 from cytolens.tasks.segmentation import SCHEMAS, flow_field, pixel_classes
+from cytolens.tasks.segmentation.channels import pick_channels
 from cytolens.train.sampler import CropSampler, TargetKind
 from cytolens.train.task import PreparedData
 
 
-def model_input(image: np.ndarray, normalization: tuple[float, float] = (1.0, 99.8)) -> np.ndarray:
+def model_input(image: np.ndarray, normalization: tuple[float, float] = (1.0, 99.8),
+                channels: Sequence[int] | None = None, where: str = "the image") -> np.ndarray:
     """``(Y, X[, C])`` image → ``(3, Y, X)`` float32: RGB, normalized as inference normalizes it.
 
     The same :class:`~cytolens.preprocess.PercentileNormalizer` (recorded in the package) is
     used by segmentation at inference, so the network sees the same numbers either way.
+    With ``channels`` (a model that declares its channels, :mod:`.channels`): those channels
+    of the image, ``(len(channels), Y, X)``, each normalized on its own.
     """
     image = np.asarray(image)
     normalizer = PercentileNormalizer(*normalization)
+    if channels is not None:
+        picked = pick_channels(image, channels, where)
+        lo, hi = normalizer.statistics(picked, per_channel=True)
+        return np.ascontiguousarray(np.moveaxis(normalizer.apply(picked, lo, hi), -1, 0))
     # statistics of the image as inference sees it: gray as one plane, alpha dropped
     lo, hi = normalizer.statistics(image if image.ndim == 2 else image[..., :3])
     return np.ascontiguousarray(np.moveaxis(normalizer.apply(to_rgb(image), lo, hi), -1, 0))
@@ -51,7 +59,7 @@ def median_diameter(labels: np.ndarray) -> float:
 class Sample:
     """One training/validation image at the model's scale."""
 
-    image: np.ndarray  # (3, Y, X) float32
+    image: np.ndarray  # (3, Y, X) float32 (the model's declared channels: (C, Y, X))
     labels: np.ndarray  # (Y, X) at model scale
     targets: np.ndarray  # (K, Y, X) float32 (pixel classes: K=1 holding the class id); + "annotated" if masked
     stratum: str = "all"
@@ -59,15 +67,16 @@ class Sample:
 
 def prepare_sample(image, labels, schema: str, target_diameter: float,
                    normalization=(1.0, 99.8), stratum: str = "all", unannotated: np.ndarray | None = None,
-                   masked: bool = False) -> Sample:
+                   masked: bool = False, channels: Sequence[int] | None = None, where: str = "the image") -> Sample:
     """Rescale an annotated image so its median object diameter is ``target_diameter``.
 
     ``masked`` appends an "annotated" target channel (1 = annotated, 0 = where ``unannotated``
     is nonzero), which :func:`make_loss` with ``masked=True`` uses to leave those pixels out.
+    ``channels``: the image's channels a model that declares them takes (:func:`model_input`).
     """
     diameter = median_diameter(labels)
     scale = target_diameter / diameter if diameter > 0 else 1.0
-    x = model_input(image, normalization)
+    x = model_input(image, normalization, channels, where)
     x = np.stack([rescale(c, scale, order=1) for c in x])
     lab = rescale(np.asarray(labels, dtype=np.int32), scale, order=0)
     t = SCHEMAS[schema].targets(lab)
@@ -215,7 +224,7 @@ def preparation_key(config) -> tuple:
     """The settings the prepared samples depend on (a run with other ones prepares again)."""
     data = config.data
     return (config.schema_, config.target_diameter, tuple(config.normalization),
-            *(str(v) for _, v in data), config.seed)
+            *(str(v) for _, v in data), config.seed) + ((tuple(config.channels),) if config.channels else ())
 
 
 def count_objects(samples: Sequence[Sample]) -> int:
@@ -234,7 +243,7 @@ def prepare_data(config, progress: bool = True) -> PreparedData:
     ids = split["train"] + split["val"]
     masks = unannotated_masks(config.data)
     jobs = [(files[i], config.schema_, config.target_diameter, tuple(config.normalization), stratum_of.get(i, "all"),
-             masks.get(i), config.data.unannotated is not None) for i in ids]
+             masks.get(i), config.data.unannotated is not None, config.channels) for i in ids]
 
     def collect(prepared) -> dict[str, Sample]:
         if progress:
@@ -274,7 +283,7 @@ def unannotated_masks(data) -> dict:
 def _prepare_file(job) -> Sample:
     from cytolens.io import read_image
 
-    (image_path, labels_path), schema, target_diameter, normalization, stratum, mask_path, masked = job
+    (image_path, labels_path), schema, target_diameter, normalization, stratum, mask_path, masked, channels = job
     image, labels = checked_annotation(read_image(image_path), read_image(labels_path), labels_path)
     unannotated = None
     if mask_path is not None:
@@ -282,13 +291,15 @@ def _prepare_file(job) -> Sample:
         if unannotated.shape != labels.shape:
             raise InvalidImageError(f"{mask_path}: mask {unannotated.shape} and label image {labels.shape} differ in "
                                     "size; a data.unannotated mask must match its image pixel for pixel")
-    return prepare_sample(image, labels, schema, target_diameter, normalization, stratum, unannotated, masked)
+    return prepare_sample(image, labels, schema, target_diameter, normalization, stratum, unannotated, masked,
+                          channels, str(image_path))
 
 
 def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tuple[np.ndarray, np.ndarray]:
     """An annotated image checked for training: labels 2D, whole, >= 0, the image's Y and X.
 
-    Raises :class:`~cytolens.errors.InvalidImageError` naming the file; ids above
+    An image ``(C, Y, X)`` whose last two axes are the labels' is taken as channels first
+    and returned channels last. Raises :class:`~cytolens.errors.InvalidImageError` naming the file; ids above
     ``DENSE_ID_LIMIT`` are renumbered 1..N (the targets need only which pixels share an id).
 
     >>> image, labels = np.zeros((4, 4)), np.zeros((4, 3), np.uint16)
@@ -298,6 +309,8 @@ def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tu
     """
     if labels.ndim != 2:
         raise InvalidImageError(f"{labels_path}: a label image must be 2D (Y, X), got shape {labels.shape}")
+    if image.ndim == 3 and image.shape[1:] == labels.shape and image.shape[:2] != labels.shape:
+        image = np.moveaxis(image, 0, -1)  # channels first (a TIFF without axes metadata)
     if image.shape[:2] != labels.shape:
         raise InvalidImageError(f"{labels_path}: label image {labels.shape} and image {image.shape[:2]} differ in size; "
                                 "each label image must match its image pixel for pixel")

@@ -10,7 +10,7 @@ Two methods, one entry point (:func:`segment_volume`, ``cytolens.segment(..., ax
     the package's schema (the watershed schemas work in any dimension).
 ``"slices"`` (any 2D segmentation package; Cellpose's ``stitch_threshold`` way)
     Each Z plane is segmented with the 2D model at one diameter for the whole volume
-    (given, or estimated once on the plane with the most contrast), then objects are
+    (given, or the median of estimates on up to five planes through the specimen), then objects are
     linked plane to plane by overlap (:func:`stitch_planes`); an object whose cross-section
     narrows to a neck between two wider parts (two nuclei stacked in Z) is cut there
     (:func:`split_at_necks`).
@@ -37,6 +37,7 @@ from cytolens.nn.registry import spatial_dims
 from cytolens.preprocess import PercentileNormalizer, predict_tiled, rescale, resize_to
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation._common import relabel_sequential
+from cytolens.tasks.segmentation.channels import check_channel_count, declared_channels
 from cytolens.tasks.segmentation.inference import (
     _require_segmentation,
     _warn,
@@ -114,7 +115,9 @@ def check_volume_shape(package: ModelPackage, shape: tuple[int, ...], anisotropy
         raise InvalidImageError(f"{where}expected a volume (Z, Y, X) or (Z, Y, X, C), got shape {shape}")
     channels = shape[3] if len(shape) == 4 else 1
     wanted = model_channels(package)
-    if channels not in (1, wanted) and not (channels == 4 and wanted == 3):
+    if declared_channels(package.meta) is not None:  # a model that declares its channels takes exactly those
+        check_channel_count(package.meta, channels, f"{where}the volume")
+    elif channels not in (1, wanted) and not (channels == 4 and wanted == 3):
         raise InvalidImageError(f"{where}volume has {channels} channels; model {package.name!r} takes {wanted} "
                                 "(or 1, repeated): pick one channel (--channel, channel= in Python)")
     needed = min_planes(package, anisotropy, method)
@@ -123,14 +126,14 @@ def check_volume_shape(package: ModelPackage, shape: tuple[int, ...], anisotropy
                                 f"{needed} at anisotropy {anisotropy:g}")
 
 
-def _as_zyxc(volume: np.ndarray) -> np.ndarray:
+def _as_zyxc(volume: np.ndarray, rgb: bool = True) -> np.ndarray:
     volume = np.asarray(volume)
     if not (np.issubdtype(volume.dtype, np.integer) or np.issubdtype(volume.dtype, np.floating)
             or volume.dtype == bool):
         raise InvalidImageError(f"volume must hold numbers, got dtype {volume.dtype}")
     if volume.ndim == 3:
         volume = volume[..., None]
-    if volume.shape[-1] == 4:
+    if volume.shape[-1] == 4 and rgb:  # alpha dropped (not for a model that declares 4 channels)
         volume = volume[..., :3]
     if not np.isfinite(volume).all():
         raise InvalidImageError("volume holds NaN or infinite values")
@@ -156,7 +159,8 @@ def segment_volume(package: ModelPackage, volume: np.ndarray, *, anisotropy: flo
     diameter : float, optional
         Object diameter in XY pixels. Native: the volume is resized by
         ``target_diameter / diameter`` (None = the model's own scale). Slices: None
-        estimates it once, on the plane with the most contrast.
+        estimates it as the median of the estimates on several planes
+        (:func:`estimate_volume_diameter`).
     tile_size, overlap : int or (int, int, int), optional
         Native: 3D tile and overlap at the model's scale (default :data:`TILE_3D`,
         :data:`OVERLAP_3D`). Slices: the 2D tile side and overlap (default 512, 64).
@@ -183,7 +187,7 @@ def segment_volume(package: ModelPackage, volume: np.ndarray, *, anisotropy: flo
         raise InvalidParameterError(f"stitch_threshold must be in (0, 1], got {stitch_threshold!r}")
     check_volume_shape(package, np.shape(volume), anisotropy, method)
     check_settings(package, diameter=diameter, **postprocess)
-    volume = _as_zyxc(volume)
+    volume = _as_zyxc(volume, rgb=declared_channels(package.meta) is None)
     if method == "slices":
         return _segment_slices(package, volume, diameter, tile_size or 512, overlap if overlap is not None else 64,
                                stitch_threshold, filter_objects, postprocess)
@@ -195,8 +199,7 @@ def _segment_slices(package, volume, diameter, tile_size, overlap, stitch_thresh
                     postprocess) -> np.ndarray:
     planes = volume if volume.shape[-1] > 1 else volume[..., 0]
     if diameter is None:
-        contrast = [float(np.std(plane)) for plane in planes]
-        diameter = estimate_diameter(package, planes[int(np.argmax(contrast))], tile_size)
+        diameter = estimate_volume_diameter(package, planes, tile_size)
         if diameter == 0.0:
             return np.zeros(volume.shape[:3], np.uint32)
     labels = np.zeros(volume.shape[:3], np.uint32)
@@ -211,6 +214,50 @@ def _segment_slices(package, volume, diameter, tile_size, overlap, stitch_thresh
     for message, count in seen.items():  # once per kind, with the plane count
         _warn(f"{message} ({count} of {len(planes)} planes)")
     return split_at_necks(stitch_planes(labels, stitch_threshold))
+
+
+#: how many planes the diameter of a volume is estimated on (slices method)
+ESTIMATE_PLANES = 5
+#: planes whose contrast (standard deviation) is below this share of the ESTIMATE_PLANES-th highest contrast hold
+#: too little of the specimen to estimate the diameter on (the empty planes above and below an embryo); the
+#: ESTIMATE_PLANES-th, not the highest, so that one plane of noise or glare does not rule out the others
+CONTENT_CONTRAST = 0.5
+
+
+def estimate_planes(planes: np.ndarray, count: int = ESTIMATE_PLANES) -> list[int]:
+    """The planes a volume's diameter is estimated on: up to ``count`` planes evenly spaced through Z among
+    those whose standard deviation is at least ``CONTENT_CONTRAST`` of the ``count``-th highest (constant
+    planes never).
+
+    >>> volume = np.zeros((10, 4, 4)); volume[2:9, 0, 0] = 1; volume[5, 1, 1] = 9
+    >>> estimate_planes(volume, 3)
+    [2, 5, 8]
+    >>> estimate_planes(volume[4:7], 3)
+    [0, 1, 2]
+    """
+    contrast = np.array([float(np.std(plane)) for plane in planes])
+    reference = np.sort(contrast)[-min(count, len(contrast))]
+    content = np.flatnonzero((contrast > 0) & (contrast >= CONTENT_CONTRAST * reference))
+    if not len(content):  # a constant volume
+        return []
+    picks = np.linspace(0, len(content) - 1, min(count, len(content))).round().astype(int)
+    return [int(z) for z in content[np.unique(picks)]]
+
+
+def estimate_volume_diameter(package: ModelPackage, planes: np.ndarray, tile_size: int = 512,
+                             count: int = ESTIMATE_PLANES) -> float:
+    """The object diameter (XY pixels) of a volume for the slices method: the median of the 2D estimates
+    (:func:`~cytolens.tasks.segmentation.inference.estimate_diameter`) on :func:`estimate_planes`, leaving out
+    planes where no object was found; 0.0 when none was found on any.
+
+    One plane is not enough: the most contrasted one can hold noise or a structure the 2D model takes for
+    tiny objects (an estimate of 0 or 1-2 px, then thousands of specks on every plane), and a plane near the
+    poles of the nuclei shows only their small caps. The median of several planes through the specimen
+    is robust to a minority of such planes. A constant volume gives 0.0.
+    """
+    estimates = [estimate_diameter(package, planes[z], tile_size) for z in estimate_planes(planes, count)]
+    found = [d for d in estimates if d > 0]
+    return float(np.median(found)) if found else 0.0
 
 
 def stitch_planes(labels: np.ndarray, threshold: float = 0.25) -> np.ndarray:
@@ -352,7 +399,7 @@ def _segment_native(package, volume, anisotropy, diameter, tile_size, overlap, p
     divisor = 2 ** package.meta["architecture"]["args"]["depth"]
     tiles = tuple(-(-t // divisor) * divisor for t in np.broadcast_to(tile_size, 3))
     normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
-    lo, hi = normalizer.statistics(volume, spatial_ndim=3)
+    lo, hi = normalizer.statistics(volume, spatial_ndim=3, per_channel=declared_channels(package.meta) is not None)
     prepare = _VolumePreparer(lo, hi, normalizer, model_channels(package))
     predict = network_predictor(package.inference_network)
     outputs = volume_outputs(predict, volume, schema.OUTPUT_CHANNELS, zoom, prepare, tiles,
@@ -365,5 +412,5 @@ def _segment_native(package, volume, anisotropy, diameter, tile_size, overlap, p
     return schema.postprocess(outputs, **params)
 
 
-__all__ = ["METHODS", "check_anisotropy", "check_volume_shape", "segment_volume", "split_at_necks", "stitch_planes",
-           "volume_outputs"]
+__all__ = ["METHODS", "check_anisotropy", "check_volume_shape", "estimate_volume_diameter", "segment_volume",
+           "split_at_necks", "stitch_planes", "volume_outputs"]

@@ -2,7 +2,7 @@
 
 Methods: ``slices`` (a bundled 2D model on each Z plane, objects linked through Z by overlap) with
 ``nuclei`` and ``nuclei_fast``, the diameter estimated once per volume as a user would run it (since
-session 22: the median of the 2D estimates on up to 5 planes spread through the specimen,
+session 22: the median of the 2D estimates on the 5 planes with the most contrast,
 ``volume.estimate_volume_diameter``; before, the estimate on the one most contrasted plane). The
 ``native`` method needs a trained 3D model; none is bundled yet, so it is not measured here.
 
@@ -133,7 +133,7 @@ def main() -> None:
     info = machine()
     lines = ["# 3D segmentation", "", f"Made by `benchmarks/segmentation_3d.py {' '.join(sys.argv[1:])}`.",
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
-              f"commit {info['commit']}. Diameter estimated once per volume (median over up to 5 planes); native 3D: no trained model, not "
+              f"commit {info['commit']}. Diameter estimated once per volume (median over the 5 most contrasted planes); native 3D: no trained model, not "
               "measured."), "", "| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")

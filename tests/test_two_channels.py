@@ -149,3 +149,29 @@ def test_the_cli_segments_two_channel_files_and_refuses_wrong_counts(two_channel
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
         assert re.search(message, result.output), result.output
         assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_a_bioimageio_export_normalizes_declared_channels_each_on_its_own(two_channel_model):
+    pytest.importorskip("bioimageio.spec")
+    from bioimageio.spec.model import v0_5
+
+    from cytolens.models.bioimageio import _preprocessing
+
+    meta = json.loads((two_channel_model / "model.json").read_text())
+    assert [str(a) for a in _preprocessing(meta, v0_5)[0].kwargs.axes] == ["y", "x"]
+    assert [str(a) for a in _preprocessing(load("nuclei_fast").meta, v0_5)[0].kwargs.axes] == ["channel", "y", "x"]
+
+
+def test_training_settings_and_files_with_too_few_channels_are_clear_errors():
+    from cytolens.errors import CytolensError
+    from cytolens.tasks.segmentation.training import model_input
+    from cytolens.train.config import validate_config
+
+    raw = {"name": "n", "schema": "deep_watershed", "data": {"images": "i", "labels": "l"}, "output": "o"}
+    assert validate_config(raw | {"channels": [1, 0]}).channels == [1, 0]
+    with pytest.raises(CytolensError, match="channels must be distinct"):
+        validate_config(raw | {"channels": [0, 0]})
+    with pytest.raises(InvalidImageError, match="a.tif has 1 channel, so it has no channel 1"):
+        model_input(np.random.default_rng(0).random((8, 8)), channels=[0, 1], where="a.tif")
+    x = model_input(np.random.default_rng(0).random((8, 8, 3)), channels=[2, 0])
+    assert x.shape == (2, 8, 8)

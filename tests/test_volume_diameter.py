@@ -31,11 +31,12 @@ def volume():
     return synthetic_nuclei_3d((16, 96, 96), n_nuclei=8, diameter_range=(16, 22), anisotropy=2, seed=5)
 
 
-def test_estimate_planes_spread_through_the_specimen_and_skip_empty_planes():
+def test_the_estimate_uses_the_planes_with_the_most_content_and_skips_empty_ones():
     volume = np.zeros((20, 8, 8))
     rng = np.random.default_rng(0)
-    volume[4:17] = rng.random((13, 8, 8))  # planes 0-3 and 17-19 hold nothing
-    assert estimate_planes(volume, 5) == [4, 7, 10, 13, 16]
+    weight = 1 / (1 + np.abs(np.arange(4, 17) - 10))  # the most contrast in the middle, none in planes 0-3, 17-19
+    volume[4:17] = rng.random((13, 8, 8)) * weight[:, None, None]
+    assert estimate_planes(volume, 5) == [8, 9, 10, 11, 12]
     assert estimate_planes(volume[:6], 5) == [4, 5]
 
 

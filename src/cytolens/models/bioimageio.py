@@ -10,7 +10,8 @@ cytolens turns them into labels (the post-processing is not inside the network);
 
 The input's normalization is in ``rdf.yaml`` as a preprocessing step that consumers
 apply: percentiles of the whole image over all channels together (``scale_range``) for
-segmentation and restoration models, fixed per-channel training-set percentiles
+segmentation and restoration models (each channel on its own for a segmentation model that declares
+its channels, ``input.file_channels``), fixed per-channel training-set percentiles
 (``scale_linear``) for classifiers.
 """
 
@@ -117,8 +118,10 @@ def _preprocessing(meta: dict, v0_5) -> list:
         return [v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearAlongAxisKwargs(
             axis=v0_5.AxisId("channel"), gain=gain.tolist(), offset=offset.tolist()))]
     normalizer = PercentileNormalizer.from_meta(norm or None)
+    # a segmentation model that declares its channels (cytoplasm + nucleus) normalizes each on its own
+    per_channel = "file_channels" in (meta.get("input") or {})
     return [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
-        axes=[v0_5.AxisId("channel"), v0_5.AxisId("y"), v0_5.AxisId("x")],
+        axes=[v0_5.AxisId(a) for a in (("y", "x") if per_channel else ("channel", "y", "x"))],
         min_percentile=normalizer.low, max_percentile=normalizer.high))]
 
 

@@ -10,7 +10,7 @@ Two methods, one entry point (:func:`segment_volume`, ``cytolens.segment(..., ax
     the package's schema (the watershed schemas work in any dimension).
 ``"slices"`` (any 2D segmentation package; Cellpose's ``stitch_threshold`` way)
     Each Z plane is segmented with the 2D model at one diameter for the whole volume
-    (given, or the median of estimates on up to five planes through the specimen), then objects are
+    (given, or the median of the estimates on the five planes with the most contrast), then objects are
     linked plane to plane by overlap (:func:`stitch_planes`); an object whose cross-section
     narrows to a neck between two wider parts (two nuclei stacked in Z) is cut there
     (:func:`split_at_necks`).
@@ -218,30 +218,21 @@ def _segment_slices(package, volume, diameter, tile_size, overlap, stitch_thresh
 
 #: how many planes the diameter of a volume is estimated on (slices method)
 ESTIMATE_PLANES = 5
-#: planes whose contrast (standard deviation) is below this share of the ESTIMATE_PLANES-th highest contrast hold
-#: too little of the specimen to estimate the diameter on (the empty planes above and below an embryo); the
-#: ESTIMATE_PLANES-th, not the highest, so that one plane of noise or glare does not rule out the others
-CONTENT_CONTRAST = 0.5
 
 
 def estimate_planes(planes: np.ndarray, count: int = ESTIMATE_PLANES) -> list[int]:
-    """The planes a volume's diameter is estimated on: up to ``count`` planes evenly spaced through Z among
-    those whose standard deviation is at least ``CONTENT_CONTRAST`` of the ``count``-th highest (constant
-    planes never).
+    """The planes a volume's diameter is estimated on: the ``count`` planes with the most contrast (standard
+    deviation), in Z order; constant planes never.
 
-    >>> volume = np.zeros((10, 4, 4)); volume[2:9, 0, 0] = 1; volume[5, 1, 1] = 9
+    >>> volume = np.zeros((10, 4, 4)); volume[2:9, 0, 0] = 1; volume[[3, 5, 6], 1, 1] = 2
     >>> estimate_planes(volume, 3)
-    [2, 5, 8]
-    >>> estimate_planes(volume[4:7], 3)
-    [0, 1, 2]
+    [3, 5, 6]
+    >>> estimate_planes(volume[:4], 3)
+    [2, 3]
     """
     contrast = np.array([float(np.std(plane)) for plane in planes])
-    reference = np.sort(contrast)[-min(count, len(contrast))]
-    content = np.flatnonzero((contrast > 0) & (contrast >= CONTENT_CONTRAST * reference))
-    if not len(content):  # a constant volume
-        return []
-    picks = np.linspace(0, len(content) - 1, min(count, len(content))).round().astype(int)
-    return [int(z) for z in content[np.unique(picks)]]
+    ranked = [int(z) for z in np.argsort(-contrast, kind="stable")[:count] if contrast[z] > 0]
+    return sorted(ranked)
 
 
 def estimate_volume_diameter(package: ModelPackage, planes: np.ndarray, tile_size: int = 512,
@@ -251,9 +242,11 @@ def estimate_volume_diameter(package: ModelPackage, planes: np.ndarray, tile_siz
     planes where no object was found; 0.0 when none was found on any.
 
     One plane is not enough: the most contrasted one can hold noise or a structure the 2D model takes for
-    tiny objects (an estimate of 0 or 1-2 px, then thousands of specks on every plane), and a plane near the
-    poles of the nuclei shows only their small caps. The median of several planes through the specimen
-    is robust to a minority of such planes. A constant volume gives 0.0.
+    tiny objects (an estimate of 0 or 1-2 px, then thousands of specks on every plane); the median of the
+    planes with the most content is robust to a minority of such planes. Planes with little content (the
+    ends of a specimen, where the nuclei show only their small caps) are not used: five planes spread
+    evenly through the specimen were tried first and segmented the QCANet and GoNuclear volumes into
+    thousands of specks (issue 27 notes, session 22). A constant volume gives 0.0.
     """
     estimates = [estimate_diameter(package, planes[z], tile_size) for z in estimate_planes(planes, count)]
     found = [d for d in estimates if d > 0]

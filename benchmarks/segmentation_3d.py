@@ -133,8 +133,9 @@ def main() -> None:
     info = machine()
     lines = ["# 3D segmentation", "", f"Made by `benchmarks/segmentation_3d.py {' '.join(sys.argv[1:])}`.",
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
-              f"commit {info['commit']}. Diameter estimated once per volume (median over the 5 most contrasted planes); native 3D: no trained model, not "
-              "measured."), "", "| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+              f"commit {info['commit']}. Diameter estimated once per volume (median over the 5 most contrasted "
+              "planes); native 3D: no trained model, not measured."), "",
+             "| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
     (RESULTS / "segmentation_3d.md").write_text("\n".join(lines) + "\n")

@@ -83,3 +83,17 @@ def test_cli_too_few_planes_and_bad_anisotropy_are_one_line_and_write_nothing(tm
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_estimate_below_the_models_range_enlarges_the_planes_no_more_than_a_2d_estimate(volume, monkeypatch):
+    import cytolens.tasks.segmentation.volume as volumes
+    from cytolens.tasks.segmentation.inference import MAX_ESTIMATED_SCALE
+
+    used = []
+    monkeypatch.setattr(volumes, "estimate_volume_diameter", lambda *args, **kwargs: 1.2)  # specks taken for nuclei
+    monkeypatch.setattr(volumes, "segment_image", lambda package, plane, diameter, **kwargs: (
+        used.append(diameter), np.zeros(plane.shape[:2], np.uint32))[1])
+    with pytest.warns(UserWarning, match="the estimated diameter 1.2 px is below"):
+        cytolens.segment(volume[0][:4], "nuclei_fast", axes="ZYX", anisotropy=2)
+    target = load("nuclei_fast").meta["scale"]["target_diameter"]
+    assert used == [pytest.approx(target / MAX_ESTIMATED_SCALE)] * 4

@@ -39,6 +39,7 @@ from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation._common import relabel_sequential
 from cytolens.tasks.segmentation.channels import check_channel_count, declared_channels
 from cytolens.tasks.segmentation.inference import (
+    _limited_scale,
     _require_segmentation,
     _warn,
     check_settings,
@@ -202,6 +203,12 @@ def _segment_slices(package, volume, diameter, tile_size, overlap, stitch_thresh
         diameter = estimate_volume_diameter(package, planes, tile_size)
         if diameter == 0.0:
             return np.zeros(volume.shape[:3], np.uint32)
+        # the planes are segmented at this diameter as if given: an estimate may enlarge them no more than a 2D
+        # image's estimate may (MAX_ESTIMATED_SCALE), with the same warning
+        scale, warning = _limited_scale(package, diameter, estimated=True)
+        if warning:
+            _warn(warning)
+        diameter = package.meta["scale"]["target_diameter"] / scale
     labels = np.zeros(volume.shape[:3], np.uint32)
     seen: dict[str, int] = {}
     for z, plane in enumerate(planes):

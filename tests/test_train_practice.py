@@ -266,6 +266,24 @@ def test_crop_sampler_modality_augmentations_keep_shapes_and_values_finite():
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
 
 
+def test_crop_sampler_min_content_skips_background_crops():
+    from cytolens.tasks.restoration.training import RestorationSample
+    from cytolens.train.sampler import Augmentation, CropSampler
+
+    image = np.zeros((1, 128, 128), np.float32)
+    image[0, 100:120, 100:120] = 1.0  # one bright patch in a dark image: most 32-px crops miss it
+    sample = RestorationSample(image, image.copy())
+
+    def share_with_content(min_content):
+        sampler = CropSampler([sample], crop_size=32, batch_size=16, steps_per_epoch=8,
+                              augmentation=Augmentation(scale_range=(1.0, 1.0), intensity=0.0),
+                              seed=3, min_content=min_content)
+        return float(np.mean([float(t.amax()) > 0.5 for _, batch in sampler(0) for t in batch]))
+
+    assert share_with_content(0.0) < 0.3
+    assert share_with_content(0.4) > 0.9
+
+
 @pytest.mark.parametrize("source", [23, 32, 45])
 def test_crop_resize_gives_the_values_of_scipy_zoom(source):
     from scipy import ndimage as ndi

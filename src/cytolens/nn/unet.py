@@ -155,10 +155,10 @@ class UNet(nn.Module):
         self-supervised denoiser cannot copy its input's noise through it).
     residual : bool
         Add the input to the output (input and output channels must match): the network
-        learns only the correction, as CARE's restoration U-Net does.
+        learns only the correction, as CARE's restoration U-Net does. Its head starts at
+        zero, so an untrained residual network returns its input.
 
     >>> net = UNet(1, 1, depth=1, base_channels=2, residual=True)
-    >>> _ = torch.nn.init.zeros_(net.head.weight), torch.nn.init.zeros_(net.head.bias)
     >>> x = torch.rand(1, 1, 4, 4); bool(torch.equal(net(x), x))
     True
     """
@@ -204,6 +204,9 @@ class UNet(nn.Module):
             joined = widths[level] if level == 0 and not top_skip else 2 * widths[level]
             self.decoders.append(conv_block(joined, widths[level], norm, dropout, dims))
         self.head = layer["conv"](widths[0], out_channels, 1)
+        if residual:  # start as the identity: the input itself is the best first guess of its restored self
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def size_divisor(self) -> int:

@@ -170,20 +170,42 @@ def speckle_texture(rng: np.random.Generator, shape: tuple[int, ...], strength: 
     return np.exp(strength * noise).astype(np.float32)
 
 
+def content_centres(targets: np.ndarray, crop_size: int, min_content: float) -> np.ndarray:
+    """Flat indices of the pixels of ``targets`` ``(K, ...)`` within half a crop of content: a value of at least
+    ``min_content`` times the targets' 99.9th percentile (all pixels if there is none).
+
+    >>> t = np.zeros((1, 8, 8)); t[0, 0, 0] = 1.0
+    >>> content_centres(t, 4, 0.4).tolist()  # the 2-pixel neighbourhood of (0, 0)
+    [0, 1, 2, 8, 9, 10, 16, 17, 18]
+    """
+    strongest = targets.max(axis=0)
+    level = min_content * float(np.percentile(strongest, 99.9))
+    near = ndi.maximum_filter(strongest, size=crop_size + 1 - crop_size % 2) >= level
+    centres = np.flatnonzero(near)
+    return centres if len(centres) else np.arange(strongest.size)
+
+
 class CropSampler:
     """Yields augmented ``(inputs, targets)`` batches from prepared samples.
 
     Call it with an epoch number for that epoch's batches (``steps_per_epoch`` of them);
     ``stratum_weights`` oversample strata (a weight per stratum, shared by its members).
+    ``min_content`` skips background crops (CARE's ``no_background_patches``): each crop is
+    centred on a pixel within half a crop of a target value of at least ``min_content`` times
+    the 99.9th percentile of the sample's targets.
     """
 
     def __init__(self, samples: Sequence, *, crop_size: int, batch_size: int, steps_per_epoch: int,
                  augmentation: Augmentation = Augmentation(), targets: TargetKind = TargetKind(),
-                 stratum_weights: dict[str, float] | None = None, seed: int = 0, workers: int = 0) -> None:
+                 stratum_weights: dict[str, float] | None = None, seed: int = 0, workers: int = 0,
+                 min_content: float = 0.0) -> None:
         if not samples:
             raise InvalidParameterError("there are no training images: check the data folders and the split")
         self.samples = list(samples)
         self.crop, self.batch, self.steps = crop_size, batch_size, steps_per_epoch
+        self.min_content = min_content
+        self._centres = [content_centres(s.targets, crop_size, min_content) if min_content > 0 else None
+                         for s in self.samples]
         self.augmentation, self.target_kind = augmentation, targets
         self.seed, self.workers = seed, workers
         weights = np.array([(stratum_weights or {}).get(s.stratum, 1.0) for s in self.samples], float)
@@ -194,22 +216,27 @@ class CropSampler:
 
     @classmethod
     def from_config(cls, samples: Sequence, config, targets: TargetKind = TargetKind(), *, steps: int | None = None,
-                    workers: int | None = None) -> CropSampler:
+                    workers: int | None = None, min_content: float = 0.0) -> CropSampler:
         """The sampler a training config describes (``steps``/``workers`` override the config's)."""
         opt = config.optimization
         return cls(samples, crop_size=opt.crop_size, batch_size=opt.batch_size,
                    steps_per_epoch=opt.steps_per_epoch if steps is None else steps,
                    augmentation=Augmentation.from_config(config.augmentation), targets=targets,
                    stratum_weights=config.modality_weights, seed=config.seed,
-                   workers=opt.workers if workers is None else workers)
+                   workers=opt.workers if workers is None else workers, min_content=min_content)
 
-    def _crop(self, rng: np.random.Generator, sample) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, rng: np.random.Generator, sample, centres: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
         aug, kind = self.augmentation, self.target_kind
         low, high = aug.scale_range
         zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
         source = max(8, int(round(self.crop / zoom)))
         image, targets = pad_to(sample.image, source), pad_to(sample.targets, source)
-        starts = [rng.integers(0, n - source + 1) for n in image.shape[1:]]
+        if centres is None:
+            starts = [rng.integers(0, n - source + 1) for n in image.shape[1:]]
+        else:  # a window around a pixel near content, moved inside the image
+            centre = np.unravel_index(centres[rng.integers(len(centres))], sample.targets.shape[1:])
+            starts = [int(min(max(c - source // 2, 0), n - source)) for c, n in zip(centre, image.shape[1:])]
         window = (slice(None), *(slice(s, s + source) for s in starts))
         image, targets = image[window], targets[window]
         if source != self.crop:
@@ -271,7 +298,7 @@ class CropSampler:
         """Batch ``step`` of ``epoch``: drawn from its own seed, so it is the same with any number of workers."""
         rng = np.random.default_rng([self.seed, epoch, step])
         picks = rng.choice(len(self.samples), size=self.batch, p=self.probabilities)
-        pairs = [self._crop(rng, self.samples[i]) for i in picks]
+        pairs = [self._crop(rng, self.samples[i], self._centres[i]) for i in picks]
         return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

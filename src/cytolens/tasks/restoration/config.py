@@ -87,6 +87,9 @@ class RestorationTrainConfig(TrainConfig):
     noise2void: Noise2VoidConfig = Noise2VoidConfig()
     output_names: list[str] | None = Field(None, description="names of the predicted channels, e.g. [DAPI]")
     tile_size: int = Field(256, ge=32, description="tile side of validation and inference")
+    min_content: float = Field(0.0, ge=0, lt=1, description="skip background crops: training crops are centred "
+                               "within half a crop of a target value of at least this share of the image's 99.9th "
+                               "percentile (CARE's no_background_patches uses 0.4); 0 = off")
 
     @model_validator(mode="after")
     def _check_mode(self):

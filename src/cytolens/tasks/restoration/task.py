@@ -124,9 +124,9 @@ class RestorationTask:
 
         kind = TargetKind(paired_intensity=True)
         if config.mode != "noise2void":
-            return CropSampler.from_config(train_samples, config, kind)
+            return CropSampler.from_config(train_samples, config, kind, min_content=config.min_content)
         crop = largest_crop(train_samples, config.optimization.crop_size, 2**config.architecture.depth, MIN_N2V_SIDE)
-        sampler = CropSampler.from_config(train_samples, config, kind)
+        sampler = CropSampler.from_config(train_samples, config, kind, min_content=config.min_content)
         sampler.crop = crop
         return BlindSpotSampler(sampler, config.noise2void.masked_fraction, config.noise2void.window, config.seed)
 

@@ -69,9 +69,9 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="copy the package into the bundled models")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from cytolens.tasks.restoration.denoiser import _seconds_per_step
     from cytolens.tasks.restoration.task import TASK
     from cytolens.train.api import as_config
+    from cytolens.train.budget import budgeted_epochs
     from cytolens.train.fitting import fit_model
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -86,9 +86,8 @@ def main() -> None:
     else:
         config = as_config(raw, base=args.work)
         data = TASK.prepare_data(config, False)
-        seconds = _seconds_per_step(TASK, config, data)
-        validation = 3.0  # the val band's tiled prediction, about
-        epochs = max(2, int(args.minutes * 60 * 0.95 / (seconds * config.optimization.steps_per_epoch + validation)))
+        # 3 s: about the val block's tiled prediction
+        epochs, seconds = budgeted_epochs(TASK, config, data, args.minutes, validation_seconds=3.0)
         raw["optimization"]["epochs"] = epochs
         chosen.write_text(json.dumps({"epochs": epochs, "seconds_per_step": seconds}) + "\n")
         config = as_config(raw, base=args.work)

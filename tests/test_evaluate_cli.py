@@ -109,6 +109,14 @@ def test_pairing_ignores_common_suffixes(tmp_path):
         pair_files(tmp_path / "p", tmp_path / "t")
 
 
+def test_cellpose_masks_pair_with_their_image_name(tmp_path):
+    # Cellpose writes img2_cp_masks.png: the whole suffix goes, not only "_masks" (which would leave "img2_cp")
+    write_labels(tmp_path / "p" / "img2_cp_masks.tif", _labels(1))
+    write_labels(tmp_path / "t" / "img2.tif", _labels(1))
+    [(name, p, t)] = pair_files(tmp_path / "p", tmp_path / "t")
+    assert (name, p.name, t.name) == ("img2", "img2_cp_masks.tif", "img2.tif")
+
+
 def test_a_results_folder_written_by_segment_is_evaluated_on_its_label_images(tmp_path):
     from cytolens.data.synthetic import synthetic_nuclei
 

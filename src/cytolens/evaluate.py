@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from cytolens.errors import ImageReadError, InvalidParameterError, OutputExistsError
+from cytolens.io.results import LABEL_FILE_SUFFIXES
 
 __all__ = ["Evaluation", "evaluate_classification", "evaluate_restoration", "evaluate_segmentation",
            "evaluate_tracking", "pair_files"]
 
-# suffixes that prediction / truth files commonly add to the image name
-_NAME_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_seg", "_pred", "_prediction", "_gt", "_truth",
-                  "_restored", "_target")
+# what prediction / truth files commonly add to the image name: a label file's suffixes, then others
+_NAME_SUFFIXES = LABEL_FILE_SUFFIXES + ("_seg", "_pred", "_prediction", "_gt", "_truth", "_restored", "_target")
 
 
 @dataclass(frozen=True)

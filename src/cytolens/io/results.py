@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["EXTRA_OUTPUTS", "file_stem", "is_labels_file", "is_result_file", "result_files"]
+__all__ = ["EXTRA_OUTPUTS", "LABEL_FILE_SUFFIXES", "file_stem", "is_labels_file", "is_result_file", "result_files"]
 
 LABELS_SUFFIX = "_labels"
 TABLE_SUFFIX = "_cells"
 #: the outputs one may ask for besides labels and table: option → file name ending
 EXTRA_OUTPUTS = {"overlay": "_overlay.png", "rois": "_rois.zip", "geojson": "_objects.geojson"}
+
+
+#: what label images commonly add to their image's name (``img_labels.tif``, Cellpose's ``img_cp_masks.png``);
+#: longer suffixes first, so ``_cp_masks`` is taken whole rather than as ``_masks``
+LABEL_FILE_SUFFIXES = ("_cp_masks", "_labels", "_label", "_masks", "_mask")
 
 
 def file_stem(path: Path) -> str:

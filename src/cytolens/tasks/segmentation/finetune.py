@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from cytolens.errors import InvalidImageError, InvalidParameterError, OutputExistsError
+from cytolens.io.results import LABEL_FILE_SUFFIXES
 
 #: what may follow an image's stem in the name of its label file
-LABEL_SUFFIXES = ("", "_labels", "_label", "_masks", "_mask", "_cp_masks")
+LABEL_SUFFIXES = ("",) + LABEL_FILE_SUFFIXES
 #: fewer corrected images than this train all, and the validation scores are on training images
 MIN_IMAGES_TO_HOLD_OUT = 6
 #: the share of the corrected images held out when there are enough

@@ -158,7 +158,8 @@ def main() -> None:
     aps = [r["ap50"] for r in rows]
     lines = [f"# blockwise_large ({args.size} x {args.size})", "",
              (f"`python benchmarks/blockwise_large.py --size {args.size} --block {args.block} --overlap {args.overlap} "
-             f"--workers {args.workers} --regions {args.regions} --region {args.region} --margin {args.margin}`; synthetic nuclei "
+             f"--workers {args.workers} --regions {args.regions} --region {args.region} --margin {args.margin}`; "
+             "synthetic nuclei "
              f"(diameters 14-26 px), model {MODEL}, diameter {DIAMETER} given; every block and every untiled "
              f"region normalized with the whole image's intensity range {result.intensity_range} (the model's "
              "percentiles of the whole image's strided sample)."), "",

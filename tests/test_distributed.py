@@ -124,9 +124,11 @@ def test_blockwise_with_one_intensity_range_equals_segment(tmp_path, client):
     image = (image.astype(np.float32) * np.linspace(0.25, 1.0, 320, dtype=np.float32)[None, :]).astype(np.uint16)
     source = tmp_path / "ramp.tif"
     write_image(source, image, compression=None)
+    progress = []
     result = segment_large_image(source, tmp_path / "ramp_labels.ome.zarr", MODEL, SegmentSettings(diameter=20),
-                                 block_size=128, overlap=96, address=client)
-    assert len(result.blocks) == 9
+                                 block_size=128, overlap=96, address=client,
+                                 progress=lambda done, total: progress.append((done, total)))
+    assert len(result.blocks) == 9 and progress == [(done, 9) for done in range(1, 10)]
     whole = PercentileNormalizer.from_meta(load(MODEL).meta.get("normalization")).statistics(image[..., None])
     assert result.intensity_range == pytest.approx(whole)
     stitched = np.asarray(zarr.open_group(str(result.labels), mode="r")["0"][...])

@@ -178,9 +178,9 @@ def check_intensity_range(intensity_range) -> tuple[float, float] | None:
 
     >>> check_intensity_range([0, 255])
     (0.0, 255.0)
-    >>> check_intensity_range((5, 5))
+    >>> check_intensity_range((5, 5))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    cytolens.errors.InvalidParameterError: intensity_range must be (low, high) with low < high (the intensities mapped to 0 and 1), got (5, 5)
+    cytolens.errors.InvalidParameterError: intensity_range must be (low, high) with low < high ..., got (5, 5)
     """
     if intensity_range is None:
         return None

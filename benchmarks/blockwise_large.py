@@ -10,7 +10,12 @@ Agreement with untiled segmentation, region by region: ``--regions`` windows of 
 pixels, placed on block corners (where four blocks meet: the hardest place for stitching) and
 at random, are each segmented untiled (one ``cytolens.segment`` call, one tile, on the region plus a
 margin of ``--margin`` pixels, cropped back) and matched against the stitched labels in the same window:
-AP@0.5 = TP / (TP + FP + FN). Objects cut by the window edge are cut alike in both.
+AP@0.5 = TP / (TP + FP + FN). Objects cut by the window edge are cut alike in both. Both normalize
+intensities alike, once for the whole image: the model's percentiles of the whole image, from the
+strided sample an in-memory run takes (``cytolens.distributed.image_intensity_range``), as an untiled
+segmentation of the whole image would. And each region's crop starts on the network's pooling grid
+of the whole image (multiples of ``GRID`` = 16 px, as the blocks' windows do), as the whole image's
+run would see it: a U-Net's output moves when its input is shifted by a fraction of that grid.
 
 Memory: each block task records its worker's peak resident memory (``ru_maxrss``) and the
 block's pixels; the table reports the peak per worker. Run also with a smaller ``--block`` to
@@ -40,7 +45,8 @@ from _machine import machine
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "nuclei_fast"
 TILE = 1000
-DIAMETER = 20.0
+DIAMETER = 20.0  # the model's target diameter: no resizing, so the grids below stay aligned
+GRID = 16  # the network's input divisor (2 ** depth)
 
 
 def _write_tile(path: str, y: int, x: int, size: int, seed: int) -> None:
@@ -62,26 +68,31 @@ def make_image(path: Path, size: int, client) -> None:
                    for i, (y, x) in enumerate(corners)])
 
 
-def _untiled_region(source: str, window: tuple, margin: int, size: int) -> np.ndarray:
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def _untiled_region(source: str, window: tuple, margin: int, size: int, intensity_range: tuple) -> np.ndarray:
     import zarr
 
     from cytolens.api import segment
 
     y0, y1, x0, x1 = window
-    py0, px0 = max(y0 - margin, 0), max(x0 - margin, 0)
+    py0, px0 = (max(start - margin, 0) // GRID * GRID for start in (y0, x0))
     py1, px1 = min(y1 + margin, size), min(x1 + margin, size)
     image = np.asarray(zarr.open_array(source, mode="r")[py0:py1, px0:px1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels = segment(image, MODEL, diameter=DIAMETER, tile_size=max(512, -(-max(image.shape) // 16) * 16 + 64))
+        labels = segment(image, MODEL, diameter=DIAMETER, tile_size=max(512, -(-max(image.shape) // 16) * 16 + 64),
+                         intensity_range=intensity_range)
     return labels[y0 - py0:y1 - py0, x0 - px0:x1 - px0]
 
 
 def main() -> None:
     import zarr
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from cytolens.distributed import segment_large_image
+    from cytolens.distributed import local_cluster, segment_large_image
     from cytolens.metrics.segmentation import match
     from cytolens.segment_files import SegmentSettings
 
@@ -99,15 +110,19 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     source, output = folder / "image.zarr", folder / "labels.ome.zarr"
     rng = np.random.default_rng(0)
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_cluster(args.workers) as cluster, Client(cluster) as client:
         start = time.perf_counter()
+        log(f"writing the {args.size} x {args.size} synthetic image to {source}")
         make_image(source, args.size, client)
         made = time.perf_counter() - start
+        log(f"image written in {made:.0f} s; segmenting blocks of {args.block} (overlap {args.overlap})")
         start = time.perf_counter()
         result = segment_large_image(source, output, MODEL, SegmentSettings(diameter=DIAMETER),
-                                     block_size=args.block, overlap=args.overlap, address=client, overwrite=True)
+                                     block_size=args.block, overlap=args.overlap, address=client, overwrite=True,
+                                     progress=lambda done, total: log(f"block {done}/{total} segmented "
+                                                                      f"({time.perf_counter() - start:.0f} s)"))
         segmented = time.perf_counter() - start
+        log(f"segmented in {segmented:.0f} s: {result.n_objects} objects; intensity range {result.intensity_range}")
         # regions: centred on block corners first, then random
         corners = [(y, x) for y in range(args.block, args.size, args.block) for x in range(args.block, args.size,
                                                                                          args.block)]
@@ -118,8 +133,9 @@ def main() -> None:
             centres.append(tuple(rng.integers(half, args.size - half, 2)))
         windows = [(max(int(y) - half, 0), min(int(y) + half, args.size), max(int(x) - half, 0),
                     min(int(x) + half, args.size)) for y, x in centres]
-        untiled = client.gather([client.submit(_untiled_region, str(source), w, args.margin, args.size, pure=False)
-                                 for w in windows])
+        log(f"untiled segmentation of {len(windows)} regions")
+        untiled = client.gather([client.submit(_untiled_region, str(source), w, args.margin, args.size,
+                                               result.intensity_range, pure=False) for w in windows])
     stitched = zarr.open_group(str(output), mode="r")["0"]
     rows = []
     for (y0, y1, x0, x1), reference in zip(windows, untiled):
@@ -128,7 +144,7 @@ def main() -> None:
         rows.append({"y0": y0, "x0": x0, "size": y1 - y0, "on_block_corner": (y0 + half) % args.block == 0
                      and (x0 + half) % args.block == 0, "untiled_objects": m.n_true, "blockwise_objects": m.n_pred,
                      "tp": m.tp, "ap50": round(m.tp / max(m.tp + m.fp + m.fn, 1), 4)})
-        print(rows[-1])
+        log(str(rows[-1]))
     workers: dict[int, float] = {}
     for block in result.blocks:
         workers[block["pid"]] = max(workers.get(block["pid"], 0.0), block["peak_rss_mb"])
@@ -141,19 +157,23 @@ def main() -> None:
         writer.writerows(rows)
     aps = [r["ap50"] for r in rows]
     lines = [f"# blockwise_large ({args.size} x {args.size})", "",
-             f"`python benchmarks/blockwise_large.py --size {args.size} --block {args.block} --overlap {args.overlap} "
-             f"--workers {args.workers} --regions {args.regions} --region {args.region} --margin {args.margin}`; synthetic nuclei "
-             f"(diameters 14-26 px), model {MODEL}, diameter {DIAMETER} given.", "",
+             (f"`python benchmarks/blockwise_large.py --size {args.size} --block {args.block} --overlap {args.overlap} "
+             f"--workers {args.workers} --regions {args.regions} --region {args.region} --margin {args.margin}`; "
+             "synthetic nuclei "
+             f"(diameters 14-26 px), model {MODEL}, diameter {DIAMETER} given; every block and every untiled "
+             f"region normalized with the whole image's intensity range {result.intensity_range} (the model's "
+             "percentiles of the whole image's strided sample)."), "",
              f"Machine: {json.dumps(machine())}", "",
-             f"- image written as Zarr in {made:.0f} s; segmented block-wise in {segmented:.0f} s "
+             (f"- image written as Zarr in {made:.0f} s; segmented block-wise in {segmented:.0f} s "
              f"({len(result.blocks)} blocks, {result.n_objects} objects, "
-             f"{sum(b['conflict_pixels'] for b in result.blocks)} pixels claimed by two blocks' objects)",
-             f"- AP@0.5 block-wise vs untiled over {len(rows)} regions of {args.region} px: min {min(aps):.4f}, "
+             f"{sum(b['conflict_pixels'] for b in result.blocks)} pixels claimed by two blocks' objects)"),
+             (f"- AP@0.5 block-wise vs untiled over {len(rows)} regions of {args.region} px: min {min(aps):.4f}, "
              f"mean {np.mean(aps):.4f} (regions on block corners: "
-             f"{', '.join(str(r['ap50']) for r in rows if r['on_block_corner'])})",
-             f"- peak resident memory per worker (MB): "
-             f"{', '.join(f'{v:.0f}' for v in sorted(workers.values()))}; largest padded block "
-             f"{window_px / 1e6:.2f} Mpx; the whole image {args.size ** 2 / 1e6:.0f} Mpx", "",
+             f"{', '.join(str(r['ap50']) for r in rows if r['on_block_corner'])})"),
+             (f"- peak resident memory per worker (MB, ru_maxrss of each worker process over the whole run): "
+             f"{', '.join(f'{v:.0f}' for v in sorted(workers.values()))}; block size {args.block} px (core), "
+             f"largest padded block {window_px / 1e6:.2f} Mpx; the whole image {args.size ** 2 / 1e6:.0f} Mpx "
+             f"({args.size ** 2 * 2 / 2**20:.0f} MiB as uint16)"), "",
              "| y0 | x0 | size | on block corner | untiled objects | block-wise objects | TP | AP@0.5 |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['y0']} | {r['x0']} | {r['size']} | {r['on_block_corner']} | {r['untiled_objects']} | "

@@ -28,10 +28,10 @@ MODEL = "nuclei_fast"
 
 
 def main() -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from cytolens.data.synthetic import synthetic_nuclei
-    from cytolens.distributed import segment_files_on_dask
+    from cytolens.distributed import local_cluster, segment_files_on_dask
     from cytolens.io import write_image
     from cytolens.segment_files import SegmentSettings
 
@@ -44,7 +44,7 @@ def main() -> None:
              for i in range(args.images)]
     rows = []
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        with local_cluster(workers) as cluster, \
                 Client(cluster) as client:
             warm = tmp / f"warm{workers}"
             warm.mkdir()

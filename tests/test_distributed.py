@@ -16,10 +16,11 @@ MODEL = "nuclei_fast"
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as dask_client:
+    from cytolens.distributed import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as dask_client:
         yield dask_client
 
 
@@ -104,6 +105,53 @@ def test_blockwise_equals_untiled(tmp_path, client):
     assert sorted(table["label"]) == list(range(1, result.n_objects + 1))
     row = table.iloc[len(table) // 2]
     assert stitched[round(row["centroid_y"]), round(row["centroid_x"])] in (row["label"], 0)
+
+
+def test_blockwise_with_one_intensity_range_equals_segment(tmp_path, client):
+    """Uneven illumination (a 4x ramp): the blocks, normalized once with the whole image's percentiles, give the
+    objects ``segment`` gives the whole image with the same range; that range is the one ``segment`` takes.
+
+    The diameter is the model's own (20 px: no resizing) and block windows start on multiples of 16 (the
+    network's pooling grid), so each block's network sees what the whole image's does around its objects."""
+    from cytolens.api import segment
+    from cytolens.distributed import segment_large_image
+    from cytolens.metrics.segmentation import match
+    from cytolens.models import load
+    from cytolens.preprocess import PercentileNormalizer
+    from cytolens.segment_files import SegmentSettings
+
+    image, _ = synthetic_nuclei(shape=(320, 320), n_nuclei=90, diameter_range=(12, 22), seed=5)
+    image = (image.astype(np.float32) * np.linspace(0.25, 1.0, 320, dtype=np.float32)[None, :]).astype(np.uint16)
+    source = tmp_path / "ramp.tif"
+    write_image(source, image, compression=None)
+    progress = []
+    result = segment_large_image(source, tmp_path / "ramp_labels.ome.zarr", MODEL, SegmentSettings(diameter=20),
+                                 block_size=128, overlap=96, address=client,
+                                 progress=lambda done, total: progress.append((done, total)))
+    assert len(result.blocks) == 9 and progress == [(done, 9) for done in range(1, 10)]
+    whole = PercentileNormalizer.from_meta(load(MODEL).meta.get("normalization")).statistics(image[..., None])
+    assert result.intensity_range == pytest.approx(whole)
+    stitched = np.asarray(zarr.open_group(str(result.labels), mode="r")["0"][...])
+    untiled = segment(image, MODEL, diameter=20, intensity_range=result.intensity_range)
+    matching = match(untiled, stitched, threshold=0.5)
+    assert matching.n_true > 50
+    assert matching.tp == matching.n_true == matching.n_pred, (matching.tp, matching.fp, matching.fn)
+
+
+def test_bad_intensity_range_is_a_one_line_error(tmp_path):
+    from cytolens.api import segment
+    from cytolens.distributed import segment_large_image
+    from cytolens.errors import CytolensError
+
+    image, _ = synthetic_nuclei(shape=(64, 64), n_nuclei=3, seed=1)
+    for bad in [(5, 5), (10, 2), (0, float("nan")), (0,), "0,1", (True, 2)]:
+        with pytest.raises(CytolensError, match="intensity_range must be") as error:
+            segment(image, MODEL, diameter=17, intensity_range=bad)
+        assert "\n" not in str(error.value)
+    with pytest.raises(CytolensError, match="intensity_range must be"):  # before any cluster starts
+        segment_large_image(tmp_path / "missing.tif", tmp_path / "out.ome.zarr", MODEL, intensity_range=(1, 0))
+    with pytest.raises(CytolensError, match="for 2D images"):
+        segment(np.stack([image] * 3), MODEL, axes="ZYX", intensity_range=(0, 1))
 
 
 def test_server_runs_jobs_on_the_dask_cluster(tmp_path, client):

@@ -104,6 +104,7 @@ def segment(
     axes: str | None = None,
     anisotropy: float = 1.0,
     volume_method: str = "auto",
+    intensity_range: tuple[float, float] | None = None,
     **postprocess,
 ) -> np.ndarray | tuple[np.ndarray, SegmentationInfo]:
     """Segment every object of a 2D image (or, with ``axes="ZYX"``, a volume) into a label image.
@@ -160,6 +161,10 @@ def segment(
     volume_method : {"auto", "native", "slices"}
         Volumes: a 3D network on 3D tiles ("native"), or the 2D model on each plane with
         the planes' objects linked by overlap ("slices"); "auto" picks what the model can do.
+    intensity_range : (float, float), optional
+        2D images: the intensities normalized to 0 and 1 (``(low, high)``, ``low < high``) instead
+        of the model's percentiles of this image, e.g. percentiles taken once over a whole
+        slide so that each block of it is normalized alike (``cytolens.distributed``).
     **postprocess
         Override the model's post-processing defaults (e.g. ``min_size=20``,
         ``foreground_threshold=0.4``, ``marker_threshold=0.6``).
@@ -200,6 +205,9 @@ def segment(
             raise InvalidParameterError(f"axes must be 'YX' or 'CYX' (an image) or 'ZYX' (a volume), got {axes!r}")
         if return_info:
             raise InvalidParameterError("return_info is for 2D images; a volume returns its labels only")
+        if intensity_range is not None:
+            raise InvalidParameterError("intensity_range is for 2D images; a volume is normalized by its own "
+                                        "percentiles")
         if channel is not None:
             if np.ndim(image) != 4:
                 raise InvalidParameterError(f"channel={channel} needs a (Z, Y, X, C) volume, got shape "
@@ -217,7 +225,8 @@ def segment(
         image = pick_channels(image, channels)
     labels, info = segment_image_with_info(_load(model), image, diameter=diameter, tile_size=tile_size,
                                            overlap=overlap, augment=augment, gamma=gamma,
-                                           filter_objects=filter_objects, precision=precision, **postprocess)
+                                           filter_objects=filter_objects, precision=precision,
+                                           intensity_range=intensity_range, **postprocess)
     return (labels, info) if return_info else labels
 
 

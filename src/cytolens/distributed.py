@@ -10,7 +10,12 @@ address); cytolens never runs a scheduler of its own.
   with the same, fixed diameter; an object belongs to the block whose core holds its centroid, and is
   kept whole from that block's padded window (objects cut by a window edge that is not the image's
   edge are left to the block that sees them whole). So a cell is neither cut at a block border nor
-  counted twice, provided ``overlap`` is larger than the largest object. The label image is written
+  counted twice, provided ``overlap`` is larger than the largest object. Every block is normalized
+  alike: with the model's percentiles of the whole image (from the same strided sample an in-memory
+  run takes, read one block at a time), not of its own pixels; and ``block_size`` and ``overlap`` are
+  rounded up to multiples of the network's input divisor (``2 ** depth``, 16 for the bundled models),
+  so each block's network sees the pixels on the same pooling grid as a run on the whole image (a
+  U-Net's output moves when its input is shifted by a fraction of that grid). The label image is written
   as OME-Zarr (NGFF 0.4, one scale, chunks = blocks) and the per-object table (measured on each
   object's whole mask, coordinates in the full image) as ``<name>_cells.csv`` beside it. A worker
   holds one padded block at a time: its memory is bounded by the block size, not the image size.
@@ -23,7 +28,7 @@ import os
 import resource
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +41,17 @@ from cytolens.segment_files import SegmentSettings
 if TYPE_CHECKING:
     from cytolens.tasks.segmentation.inference import SegmentationInfo
 
-__all__ = ["LargeImageResult", "dask_client", "segment_files_on_dask", "segment_large_image"]
+__all__ = ["LargeImageResult", "dask_client", "image_intensity_range", "segment_files_on_dask", "segment_large_image",
+           "strided_sample"]
+
+
+def local_cluster(n_workers: int):
+    """A ``distributed.LocalCluster`` of ``n_workers`` processes with one thread each, no dashboard, and its
+    scheduler's HTTP endpoint on a free loopback port (not 8787: two clusters on one machine do not collide)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 @contextlib.contextmanager
@@ -45,7 +60,7 @@ def dask_client(address: Any = "local") -> Iterator[Any]:
     thread each) for the block and closes it after; any other string is a scheduler address; a Client passes
     through."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise CytolensError("Dask is not installed; pip install 'cytolens[dask]'") from None
     if not isinstance(address, str):
@@ -55,8 +70,7 @@ def dask_client(address: Any = "local") -> Iterator[Any]:
         count = address.partition(":")[2] or str(min(os.cpu_count() or 1, 4))
         if not count.isdigit() or int(count) < 1:
             raise InvalidParameterError(f"--dask {address!r}: expected local, local:N (N workers) or an address")
-        with LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None) \
-                as cluster, Client(cluster) as client:
+        with local_cluster(int(count)) as cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -109,6 +123,7 @@ class LargeImageResult:
     table: Path
     n_objects: int
     diameter: float
+    intensity_range: tuple[float, float] | None
     blocks: list[dict]
 
 
@@ -139,11 +154,47 @@ def open_lazy(source: str | os.PathLike):
                                  "TIFF") from None
 
 
+def strided_sample(array, step: int, block_size: int = 2048) -> np.ndarray:
+    """``array[::step, ::step]`` of a lazy 2D (or ``(Y, X, C)``) array, read one block at a time.
+
+    Memory: one ``block_size`` block plus the sample, whatever the array's size.
+
+    >>> image = np.arange(70 * 50).reshape(70, 50)
+    >>> bool((strided_sample(image, 3, block_size=16) == image[::3, ::3]).all())
+    True
+    """
+    height, width = array.shape[:2]
+    rows = []
+    for y in range(0, height, block_size):
+        pieces = [np.asarray(array[y:y + block_size, x:x + block_size])[(-y) % step::step, (-x) % step::step]
+                  for x in range(0, width, block_size)]
+        rows.append(np.concatenate(pieces, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def image_intensity_range(source: str | os.PathLike, normalization: dict | None = None, channel: int | None = None,
+                          block_size: int = 2048) -> tuple[float, float] | None:
+    """The intensities a model's normalization (its ``"normalization"`` metadata) maps to 0 and 1 over a whole lazy
+    image: the percentiles :meth:`~cytolens.preprocess.PercentileNormalizer.statistics` would take of the image
+    in memory (the same strided sample), read one block at a time. None for a constant image."""
+    from cytolens.preprocess import PercentileNormalizer, select_channel
+    from cytolens.tasks.segmentation.inference import as_yxc
+
+    array = open_lazy(source)
+    sample = strided_sample(array, PercentileNormalizer.sample_step(tuple(array.shape)), block_size)
+    if channel is not None:
+        sample = select_channel(sample, channel)
+    sample = as_yxc(sample, allow_constant=True).astype(np.float32)
+    low, high = PercentileNormalizer.from_meta(normalization).sample_statistics(sample)
+    return (low, high) if low < high else None
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _estimate_diameter(source: str, model: str, settings: SegmentSettings, window: tuple) -> float | None:
+def _estimate_diameter(source: str, model: str, settings: SegmentSettings, window: tuple,
+                       intensity_range: tuple[float, float] | None) -> float | None:
     from cytolens.api import segment
 
     image = np.asarray(open_lazy(source)[window[0]:window[1], window[2]:window[3]])
@@ -151,7 +202,8 @@ def _estimate_diameter(source: str, model: str, settings: SegmentSettings, windo
         warnings.simplefilter("ignore")
         _, info = segment(image, model, channel=settings.channel, return_info=True, tile_size=settings.tile_size,
                           gamma=settings.gamma, filter_objects=settings.filter_objects,
-                          precision=settings.precision, **settings.postprocess_params())
+                          precision=settings.precision, intensity_range=intensity_range,
+                          **settings.postprocess_params())
     return info.diameter
 
 
@@ -187,8 +239,9 @@ def owned_objects(labels: np.ndarray, core: tuple[int, int, int, int], open_edge
     return relabel_sequential(owned)[0]
 
 
-def _segment_block(source: str, model: str, settings: SegmentSettings, diameter: float, window: tuple,
-                   core: tuple, shape: tuple, scratch: str) -> dict:
+def _segment_block(source: str, model: str, settings: SegmentSettings, diameter: float,
+                   intensity_range: tuple[float, float] | None, window: tuple, core: tuple, shape: tuple,
+                   scratch: str) -> dict:
     """Phase 1 on a worker: segment a padded block, keep the objects it owns, store them, measure them."""
     import zarr
 
@@ -200,7 +253,8 @@ def _segment_block(source: str, model: str, settings: SegmentSettings, diameter:
         warnings.simplefilter("ignore")
         labels = segment(image, model, diameter=diameter, channel=settings.channel, tile_size=settings.tile_size,
                          augment=settings.augment, gamma=settings.gamma, filter_objects=settings.filter_objects,
-                         precision=settings.precision, **settings.postprocess_params())
+                         precision=settings.precision, intensity_range=intensity_range,
+                         **settings.postprocess_params())
     local_core = (core[0] - y0, core[1] - y0, core[2] - x0, core[3] - x0)
     open_edges = (y0 > 0, y1 < shape[0], x0 > 0, x1 < shape[1])
     owned = owned_objects(labels, local_core, open_edges).astype(np.uint32)
@@ -256,7 +310,9 @@ def _write_ome_zarr_header(output: Path, shape: tuple[int, int], block_size: int
 
 def segment_large_image(source: str | os.PathLike, output: str | os.PathLike, model: str | os.PathLike = "nuclei",
                         settings: SegmentSettings | None = None, *, block_size: int = 2048, overlap: int = 128,
-                        address: Any = "local", overwrite: bool = False) -> LargeImageResult:
+                        address: Any = "local", overwrite: bool = False,
+                        intensity_range: tuple[float, float] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> LargeImageResult:
     """Segment one big 2D image block-wise on Dask and write ``output`` (``.ome.zarr``) + ``<stem>_cells.csv``.
 
     Parameters
@@ -269,20 +325,29 @@ def segment_large_image(source: str | os.PathLike, output: str | os.PathLike, mo
         As for ``cytolens segment``; ``diameter`` None estimates it once, on the central block, and
         uses that one diameter for every block (a per-block estimate would vary across borders).
     block_size, overlap : int
-        Core block side and context on each side; ``overlap`` must exceed the largest object.
+        Core block side and context on each side; ``overlap`` must exceed the largest object. Both
+        are rounded up to multiples of the network's input divisor (16 for the bundled models).
     address : str or Client
         ``"local"``, ``"local:N"``, a scheduler address, or a ``distributed.Client``.
+    intensity_range : (float, float), optional
+        The intensities every block is normalized to 0 and 1 with; None takes the model's
+        percentiles of the whole image (:func:`image_intensity_range`, one task reading it block by
+        block), so each block is normalized as the whole image would be in memory.
+    progress : callable, optional
+        Called as ``progress(done, total)`` each time a block has been segmented.
     """
     import pandas as pd
 
     from cytolens.io import write_table
     from cytolens.io.results import file_stem
+    from cytolens.tasks.segmentation.inference import check_intensity_range
 
     settings = settings or SegmentSettings()
     source, output = Path(source), Path(output)
     if block_size < 64 or overlap < 0 or overlap >= block_size:
         raise InvalidParameterError(f"need block_size >= 64 and 0 <= overlap < block_size; got {block_size}, "
                                     f"{overlap}")
+    intensity_range = check_intensity_range(intensity_range)
     table_path = output.with_name(f"{file_stem(output.with_suffix(''))}_cells.csv")
     if not overwrite and (output.exists() or table_path.exists()):
         raise OutputExistsError(f"{output if output.exists() else table_path} exists; add --overwrite to replace it")
@@ -290,28 +355,39 @@ def segment_large_image(source: str | os.PathLike, output: str | os.PathLike, mo
     if len(shape) not in (2, 3):
         raise InvalidImageError(f"{source}: expected a (Y, X) or (Y, X, C) image, got shape {shape}")
     height, width = shape[:2]
-    cores = [(y, min(y + block_size, height), x, min(x + block_size, width))
-             for y in range(0, height, block_size) for x in range(0, width, block_size)]
-    windows = [(max(c[0] - overlap, 0), min(c[1] + overlap, height), max(c[2] - overlap, 0),
-                min(c[3] + overlap, width)) for c in cores]
     scratch = output.with_name(output.name + ".blocks")
     with dask_client(address) as client:
         from cytolens.segment_files import prepare
 
-        _, settings = prepare(model, settings)  # a bad setting fails here, before any block runs
+        package, settings = prepare(model, settings)  # a bad setting fails here, before any block runs
+        divisor = 2 ** int(((package.meta.get("architecture") or {}).get("args") or {}).get("depth", 0))
+        block_size, overlap = (-(-value // divisor) * divisor for value in (block_size, overlap))
+        cores = [(y, min(y + block_size, height), x, min(x + block_size, width))
+                 for y in range(0, height, block_size) for x in range(0, width, block_size)]
+        windows = [(max(c[0] - overlap, 0), min(c[1] + overlap, height), max(c[2] - overlap, 0),
+                    min(c[3] + overlap, width)) for c in cores]
+        if intensity_range is None:
+            intensity_range = client.submit(image_intensity_range, str(source), package.meta.get("normalization"),
+                                            settings.channel, block_size, pure=False).result()
         diameter = settings.diameter
         if diameter is None:
             cy, cx, half = height // 2, width // 2, block_size // 2
             window = (max(cy - half, 0), min(cy + half, height), max(cx - half, 0), min(cx + half, width))
             diameter = client.submit(_estimate_diameter, str(source), str(model), settings, window,
-                                     pure=False).result()
+                                     intensity_range, pure=False).result()
             if diameter is None:
                 raise InvalidImageError(f"{source}: no object found in the central block to estimate the diameter "
                                         "from; give the diameter")
         shutil.rmtree(scratch, ignore_errors=True)
         _write_ome_zarr_header(output, (height, width), block_size, source.name)
-        futures = [client.submit(_segment_block, str(source), str(model), settings, float(diameter), window, core,
-                                 (height, width), str(scratch), pure=False) for core, window in zip(cores, windows)]
+        futures = [client.submit(_segment_block, str(source), str(model), settings, float(diameter), intensity_range,
+                                 window, core, (height, width), str(scratch), pure=False)
+                   for core, window in zip(cores, windows)]
+        if progress is not None:
+            from distributed import as_completed
+
+            for done, _ in enumerate(as_completed(futures), 1):
+                progress(done, len(futures))
         blocks = client.gather(futures)
         offsets = np.concatenate([[0], np.cumsum([b["n"] for b in blocks])[:-1]]).astype(int)
         paint = []
@@ -330,4 +406,5 @@ def segment_large_image(source: str | os.PathLike, output: str | os.PathLike, mo
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     write_table(table_path, table, overwrite=overwrite)
     stats = [{k: v for k, v in b.items() if k != "table"} | {"conflict_pixels": c} for b, c in zip(blocks, conflicts)]
-    return LargeImageResult(output, table_path, int(sum(b["n"] for b in blocks)), float(diameter), stats)
+    return LargeImageResult(output, table_path, int(sum(b["n"] for b in blocks)), float(diameter), intensity_range,
+                            stats)

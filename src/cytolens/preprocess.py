@@ -123,23 +123,35 @@ class PercentileNormalizer:
         if per_channel:
             if sample.ndim != spatial_ndim + 1:
                 raise InvalidImageError(f"per-channel statistics need a channels-last image, got shape {image.shape}")
-            pairs = [self.statistics(sample[..., c], spatial_ndim=spatial_ndim) for c in range(sample.shape[-1])]
+            pairs = [self.sample_statistics(sample[..., c]) for c in range(sample.shape[-1])]
             return tuple(np.array(values, np.float32) for values in zip(*pairs))
+        return self.sample_statistics(sample)
+
+    def sample_statistics(self, sample: np.ndarray) -> tuple[float, float]:
+        """The ``low`` and ``high`` percentiles of a :meth:`sample` (its min and max where they coincide)."""
         lo, hi = np.percentile(sample, [self.low, self.high])
         if hi <= lo:
             lo, hi = float(sample.min()), float(sample.max())
         return float(lo), float(hi)
 
     @staticmethod
+    def sample_step(shape: tuple[int, ...], *, spatial_ndim: int = 2) -> int:
+        """The stride :meth:`sample` takes along every spatial axis of an image of ``shape``.
+
+        >>> PercentileNormalizer.sample_step((16000, 16000))
+        8
+        """
+        spatial = shape[:spatial_ndim]
+        if spatial_ndim == 2:
+            return max(1, int(math.sqrt(spatial[0] * spatial[1] / 4e6)))
+        return max(1, int(round((math.prod(spatial) / 4e6) ** (1 / 3))))
+
+    @staticmethod
     def sample(image: np.ndarray, *, spatial_ndim: int = 2) -> np.ndarray:
         """The strided float32 sample :meth:`statistics` takes its percentiles from."""
         image = np.asarray(image)
         _check_spatial(image, spatial_ndim)
-        spatial = image.shape[:spatial_ndim]
-        if spatial_ndim == 2:
-            step = max(1, int(math.sqrt(spatial[0] * spatial[1] / 4e6)))
-        else:
-            step = max(1, int(round((math.prod(spatial) / 4e6) ** (1 / 3))))
+        step = PercentileNormalizer.sample_step(image.shape, spatial_ndim=spatial_ndim)
         sample = image[(slice(None, None, step),) * spatial_ndim].astype(np.float32)
         if sample.size == 0:
             raise InvalidImageError(f"image is empty (shape {image.shape})")

@@ -17,8 +17,10 @@ def segment_large(
     model: str = typer.Option("nuclei", "--model", "-m", help="Bundled model name or model package path."),
     diameter: float | None = typer.Option(None, help="Object diameter in pixels, one for every block (estimated "
                                                      "once, on the central block, if omitted)."),
-    block_size: int = typer.Option(2048, help="Core block side: a worker holds one padded block at a time."),
-    overlap: int = typer.Option(128, help="Context on each side of a block; more than the largest object."),
+    block_size: int = typer.Option(2048, help="Core block side: a worker holds one padded block at a time "
+                                              "(rounded up to a multiple of 16)."),
+    overlap: int = typer.Option(128, help="Context on each side of a block; more than the largest object "
+                                          "(rounded up to a multiple of 16)."),
     dask: str = typer.Option("local", "--dask", metavar="ADDRESS", help="Scheduler address, or local / local:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:

@@ -178,17 +178,43 @@ def _check_gamma(gamma: float) -> None:
         raise InvalidParameterError(f"gamma must be between 0.2 and 5, got {gamma}")
 
 
-def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1.0) -> _TilePreparer:
+def check_intensity_range(intensity_range) -> tuple[float, float] | None:
+    """``intensity_range`` as ``(low, high)`` floats, or None; an InvalidParameterError unless ``low < high``.
+
+    >>> check_intensity_range([0, 255])
+    (0.0, 255.0)
+    >>> check_intensity_range((5, 5))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cytolens.errors.InvalidParameterError: intensity_range must be (low, high) with low < high ..., got (5, 5)
+    """
+    if intensity_range is None:
+        return None
+    values = list(intensity_range) if isinstance(intensity_range, (tuple, list, np.ndarray)) else []
+    if not (len(values) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                                      for v in values) and values[0] < values[1]):
+        raise InvalidParameterError("intensity_range must be (low, high) with low < high (the intensities mapped to 0 "
+                                    f"and 1), got {intensity_range!r}")
+    return float(values[0]), float(values[1])
+
+
+def tile_preparer(package: ModelPackage, image_yxc: np.ndarray, gamma: float = 1.0,
+                  intensity_range: tuple[float, float] | None = None) -> _TilePreparer:
     """The normalization a package's network expects, for one image.
 
     ``gamma`` is applied to the normalized intensities: below 1 it lifts the dim
     parts of an object towards its bright parts (the training augmentation draws
     gammas in exp(±0.4), so 0.67 to 1.5 stay within what the network has seen).
+    ``intensity_range`` = ``(low, high)`` maps these intensities to 0 and 1 instead of the
+    image's own percentiles (one normalization for all the blocks of a larger image).
     """
     _check_gamma(gamma)
     normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
     declared = declared_channels(package.meta) is not None  # each declared channel is normalized on its own
-    lo, hi = normalizer.statistics(image_yxc, per_channel=declared)
+    given = check_intensity_range(intensity_range)
+    if given is not None and declared:
+        raise InvalidParameterError(f"intensity_range: {package.name} normalizes each of its declared channels on its "
+                                    "own; one (low, high) range cannot stand for them: leave intensity_range out")
+    lo, hi = given if given is not None else normalizer.statistics(image_yxc, per_channel=declared)
     return _TilePreparer(lo, hi, float(gamma), normalizer, rgb=not declared)
 
 
@@ -381,7 +407,8 @@ def _require_segmentation(package: ModelPackage) -> None:
 
 def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float | None = None,
                   tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
-                  filter_objects: bool = True, precision: str = "float32", **postprocess) -> np.ndarray:
+                  filter_objects: bool = True, precision: str = "float32",
+                  intensity_range: tuple[float, float] | None = None, **postprocess) -> np.ndarray:
     """Segment one 2D image with a loaded package; returns ``(Y, X)`` uint32 labels (0 = background).
 
     A constant image (all pixels equal: an empty well) gives no objects, with a warning.
@@ -389,16 +416,19 @@ def segment_image(package: ModelPackage, image: np.ndarray, *, diameter: float |
     With ``filter_objects`` and an object filter in the package (``object_filter.json``),
     objects its classifier judges spurious are dropped (see :mod:`.object_filter`).
     ``precision="bfloat16"`` runs the network in mixed precision (see :mod:`cytolens.nn.precision`).
+    ``intensity_range=(low, high)`` normalizes with these intensities as 0 and 1 instead of the
+    image's own percentiles (the blocks of a larger image, normalized once for all of them).
     :func:`segment_image_with_info` also says how well the image suited the model.
     """
     return segment_image_with_info(package, image, diameter=diameter, tile_size=tile_size, overlap=overlap,
                                    augment=augment, gamma=gamma, filter_objects=filter_objects,
-                                   precision=precision, **postprocess)[0]
+                                   precision=precision, intensity_range=intensity_range, **postprocess)[0]
 
 
 def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diameter: float | None = None,
                             tile_size: int = 512, overlap: int = 64, augment: bool = False, gamma: float = 1.0,
                             filter_objects: bool = True, precision: str = "float32",
+                            intensity_range: tuple[float, float] | None = None,
                             **postprocess) -> tuple[np.ndarray, SegmentationInfo]:
     """:func:`segment_image`'s labels and a :class:`SegmentationInfo` on how the image suited the model.
 
@@ -412,12 +442,12 @@ def segment_image_with_info(package: ModelPackage, image: np.ndarray, *, diamete
     image_yxc = as_yxc(image, allow_constant=True, package=package)
     if is_constant(image_yxc):  # an empty well: no objects, not an error (a plate run goes on)
         check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, gamma=gamma,
-                       precision=precision, **postprocess)
+                       precision=precision, intensity_range=intensity_range, **postprocess)
         message = "image is constant (all pixels equal): no objects"
         _warn(message)
         return np.zeros(image_yxc.shape[:2], dtype=np.uint32), SegmentationInfo(
             diameter=diameter, estimated=diameter is None, scale=1.0, n_objects=0, warnings=[message])
-    prep = tile_preparer(package, image_yxc, gamma)
+    prep = tile_preparer(package, image_yxc, gamma, intensity_range)
     with autocast():
         outputs, labels, info = _segment_outputs(package, image_yxc, prep, diameter=diameter, tile_size=tile_size,
                                                  overlap=overlap, augment=augment, **postprocess)
@@ -467,7 +497,8 @@ def foreground_certainty(package: ModelPackage, outputs: np.ndarray) -> float | 
 
 
 def check_settings(package: ModelPackage, *, diameter: float | None = None, tile_size: int = 512, overlap: int = 64,
-                   gamma: float = 1.0, precision: str = "float32", **postprocess) -> None:
+                   gamma: float = 1.0, precision: str = "float32", intensity_range: tuple[float, float] | None = None,
+                   **postprocess) -> None:
     """Raise a clear error for any bad segmentation setting, before an image is read or a network runs.
 
     >>> from cytolens.models import load
@@ -484,6 +515,7 @@ def check_settings(package: ModelPackage, *, diameter: float | None = None, tile
         raise InvalidParameterError(f"need tile_size >= 64 and 0 <= overlap < tile_size/2; got {tile_size}, {overlap}")
     _check_gamma(gamma)
     check_precision(precision)
+    check_intensity_range(intensity_range)
 
 
 def segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePreparer, *, diameter: float | None = None,

@@ -113,6 +113,8 @@ def test_a_gray_model_refuses_two_channels_and_channel_lists_are_checked(two_cha
         cytolens.segment(image, load(two_channel_model), channels=[0, 0])
     with pytest.raises(InvalidParameterError, match="not both"):
         cytolens.segment(image, load(two_channel_model), channel=0, channels=[0, 1])
+    with pytest.raises(InvalidParameterError, match="each of its declared channels on its own"):
+        cytolens.segment(image, load(two_channel_model), intensity_range=(0, 1))
 
 
 def test_volumes_of_a_two_channel_model_need_both_channels(two_channel_model):

@@ -292,6 +292,9 @@ def write_results(rows: list[dict], args, info: dict) -> None:
     lines = ["# Denoising: FMD Confocal_BPAE_B, fields 13-16 (12 noisy images), trained on fields 1-12", "",
              (f"Machine: {info.get('cpu')} ({info.get('cores')} cores, shared with other jobs), one thread per "
              f"method; written by `benchmarks/restoration.py` (commit {info.get('commit')})."), "",
+             ("Ours supervised trains on fields 1-11 and picks its epoch on field 12; CARE holds out 10 % of its "
+              "patches of fields 1-12; the self-supervised runs see the noisy frames of fields 1-12 only. The "
+              "reported fields 13-16 choose nothing."), "",
              ("PSNR/SSIM: CARE convention (target percentile-normalized 0.1/99.9, prediction affinely fitted), "
               "`cytolens.evaluate.evaluate_restoration(care=True)`, the 12 validation images."), "",
              ("Training budgets in CPU time (the machine was shared with other jobs): ours run as many steps as a "

@@ -87,15 +87,16 @@ def test_the_blind_spot_never_sees_itself():
     changed = torch.where(mask, torch.rand_like(x) * 100, x)
     assert torch.equal(blind_spot_inputs(x, mask, 5), blind_spot_inputs(changed, mask, 5))
     assert not torch.equal(blind_spot_inputs(x, mask, 5), x)  # the masked pixels were replaced
-    # and through a network (N2V2: blur-pool, no top skip): a masked output's gradient never reaches its own pixel
+    # and through a network (N2V2: blur-pool, no top skip): no output depends on a masked pixel's value, so a
+    # masked output never sees itself (all outputs at once: a single output of a tiny random ReLU net can be dead)
     from cytolens.nn.unet import UNet
 
-    net = UNet(1, 1, depth=2, base_channels=4, pool="blur", top_skip=False).eval()
+    torch.manual_seed(0)
+    net = UNet(1, 1, depth=2, base_channels=8, pool="blur", top_skip=False).eval()
     x = x.clone().requires_grad_(True)
     out = net(blind_spot_inputs(x, mask, 5))
-    n, _, y, xx = mask.nonzero()[0].tolist()
-    (grad,) = torch.autograd.grad(out[n, 0, y, xx], x)
-    assert grad[n, 0, y, xx] == 0 and grad.abs().sum() > 0
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert bool((grad[mask] == 0).all()) and bool((grad[~mask] != 0).any())
     # the loss reads the masked pixels only
     loss = blind_spot_loss("l2")
     targets = torch.cat([x.detach(), mask.float()], dim=1)

@@ -203,7 +203,6 @@ class CropSampler:
             raise InvalidParameterError("there are no training images: check the data folders and the split")
         self.samples = list(samples)
         self.crop, self.batch, self.steps = crop_size, batch_size, steps_per_epoch
-        self.min_content = min_content
         self._centres = [content_centres(s.targets, crop_size, min_content) if min_content > 0 else None
                          for s in self.samples]
         self.augmentation, self.target_kind = augmentation, targets

@@ -122,12 +122,12 @@ class RestorationTask:
     def make_sampler(self, config, train_samples: Sequence):
         from cytolens.train.sampler import CropSampler, TargetKind
 
-        kind = TargetKind(paired_intensity=True)
+        sampler = CropSampler.from_config(train_samples, config, TargetKind(paired_intensity=True),
+                                          min_content=config.min_content)
         if config.mode != "noise2void":
-            return CropSampler.from_config(train_samples, config, kind, min_content=config.min_content)
-        crop = largest_crop(train_samples, config.optimization.crop_size, 2**config.architecture.depth, MIN_N2V_SIDE)
-        sampler = CropSampler.from_config(train_samples, config, kind, min_content=config.min_content)
-        sampler.crop = crop
+            return sampler
+        sampler.crop = largest_crop(train_samples, config.optimization.crop_size, 2**config.architecture.depth,
+                                    MIN_N2V_SIDE)
         return BlindSpotSampler(sampler, config.noise2void.masked_fraction, config.noise2void.window, config.seed)
 
     def make_validator(self, config, samples: Sequence, loss_fn, train_samples: Sequence):

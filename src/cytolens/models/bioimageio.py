@@ -38,6 +38,7 @@ from cytolens.models.export import (
 )
 from cytolens.models.package import ModelPackage
 from cytolens.preprocess import PercentileNormalizer
+from cytolens.tasks.segmentation.channels import declared_channels
 
 #: side of the test image of a U-Net package (rounded to the network's divisor)
 TEST_SIDE = 256
@@ -119,7 +120,7 @@ def _preprocessing(meta: dict, v0_5) -> list:
             axis=v0_5.AxisId("channel"), gain=gain.tolist(), offset=offset.tolist()))]
     normalizer = PercentileNormalizer.from_meta(norm or None)
     # a segmentation model that declares its channels (cytoplasm + nucleus) normalizes each on its own
-    per_channel = "file_channels" in (meta.get("input") or {})
+    per_channel = declared_channels(meta) is not None
     return [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
         axes=[v0_5.AxisId(a) for a in (("y", "x") if per_channel else ("channel", "y", "x"))],
         min_percentile=normalizer.low, max_percentile=normalizer.high))]

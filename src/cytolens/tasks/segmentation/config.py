@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from cytolens.tasks.segmentation.channels import check_channel_list
 from cytolens.train.config import LabelDataConfig, TrainConfig
 
 
@@ -34,10 +35,8 @@ class SegmentationTrainConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _check_schema(self):
-        if self.channels is not None and (not self.channels or len(set(self.channels)) != len(self.channels)
-                                          or min(self.channels) < 0):
-            raise ValueError(f"channels must be distinct channel numbers >= 0 (0 = first), e.g. [0, 1]; got "
-                             f"{self.channels}")
+        if self.channels is not None:
+            check_channel_list(self.channels)  # an InvalidParameterError is a ValueError: pydantic reports it
         if self.contact_emphasis and self.schema_ != "contact_watershed":
             raise ValueError(f"contact_emphasis needs schema: contact_watershed (got {self.schema_}): "
                              "only that schema has contact targets")

@@ -360,7 +360,7 @@ def segment_large_image(source: str | os.PathLike, output: str | os.PathLike, mo
         from cytolens.segment_files import prepare
 
         package, settings = prepare(model, settings)  # a bad setting fails here, before any block runs
-        divisor = 2 ** int(((package.meta.get("architecture") or {}).get("args") or {}).get("depth", 0))
+        divisor = package.size_divisor
         block_size, overlap = (-(-value // divisor) * divisor for value in (block_size, overlap))
         cores = [(y, min(y + block_size, height), x, min(x + block_size, width))
                  for y in range(0, height, block_size) for x in range(0, width, block_size)]

@@ -52,6 +52,11 @@ class ModelPackage:
     def name(self) -> str:
         return self.meta["name"]
 
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial side the network reads must be a multiple of this (``2 ** depth`` of its pooling steps)."""
+        return 2 ** self.meta["architecture"]["args"]["depth"]
+
     @cached_property
     def info(self) -> ModelMeta:
         """``meta`` as a typed :class:`~cytolens.models.meta.ModelMeta`."""

@@ -222,7 +222,7 @@ def predict_outputs(package: ModelPackage, image_yxc: np.ndarray, scale: float, 
                     tile_size: int = 512, overlap: int = 64, augment: bool = False) -> np.ndarray:
     """Raw network outputs ``(K, Y, X)`` at the image's own resolution, computed at ``scale``."""
     schema = SCHEMAS[package.meta["schema"]]
-    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    divisor = package.size_divisor
     predict = network_predictor(package.inference_network)
     if augment:
         predict = flip_averaged(predict)
@@ -538,7 +538,7 @@ def _segment_outputs(package: ModelPackage, image_yxc: np.ndarray, prep: _TilePr
                      **postprocess) -> tuple[np.ndarray | None, np.ndarray, SegmentationInfo]:
     """:func:`segment_outputs` with a :class:`SegmentationInfo` (diameter, scale, warnings not yet issued)."""
     check_settings(package, diameter=diameter, tile_size=tile_size, overlap=overlap, **postprocess)
-    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    divisor = package.size_divisor
     tile_size = -(-tile_size // divisor) * divisor
     if diameter is None and (package.meta.get("scale") or {}).get("diameter"):
         # a model fine-tuned on one lab's images knows their objects' size (as Cellpose's diam_labels); its

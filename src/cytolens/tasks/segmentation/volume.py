@@ -91,7 +91,7 @@ def min_planes(package: ModelPackage, anisotropy: float, method: str = "auto") -
     resized by ``anisotropy`` (the deepest level must keep a plane); 2 for the slices method."""
     if resolve_method(package, method) == "slices":
         return MIN_PLANES_SLICES
-    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    divisor = package.size_divisor
     return max(MIN_PLANES_SLICES, math.ceil(divisor / anisotropy))
 
 
@@ -396,7 +396,7 @@ def _segment_native(package, volume, anisotropy, diameter, tile_size, overlap, p
     schema = SCHEMAS[package.meta["schema"]]
     scale = 1.0 if diameter is None else package.meta["scale"]["target_diameter"] / diameter
     zoom = (anisotropy * scale, scale, scale)
-    divisor = 2 ** package.meta["architecture"]["args"]["depth"]
+    divisor = package.size_divisor
     tiles = tuple(-(-t // divisor) * divisor for t in np.broadcast_to(tile_size, 3))
     normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
     lo, hi = normalizer.statistics(volume, spatial_ndim=3, per_channel=declared_channels(package.meta) is not None)

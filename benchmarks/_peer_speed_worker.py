@@ -15,7 +15,9 @@ input) and ``--out`` with ``.npz``
 The tools:
 
 * ``cytolens``: ``cytolens.segment(image, model, diameter=D)`` (``--diameter``) for each ``--models`` entry, and
-  the same with ``precision="bfloat16"`` (mixed precision; rows named "model (bfloat16)").
+  the same with ``precision="bfloat16"`` (mixed precision; rows named "model (bfloat16)"), and the call as a
+  user makes it, ``cytolens.segment(image, model)`` with the diameter estimated (rows "model, diameter
+  estimated"; float32, the default).
   "network only" times the network part alone (normalization, tiles, network, blending:
   ``predict_outputs``), without the watershed and the object filter.
 * ``stardist``: the StarDist 2D model that ``peers_dsb.py`` trained on DSB2018 (median
@@ -99,6 +101,7 @@ def cytolens_calls(models: list[str], diameter: float) -> tuple[dict, dict, dict
             row = name if precision == "float32" else f"{name} (bfloat16)"
             calls[row] = (lambda image, package=package, precision=precision:
                           cytolens.segment(image, package, diameter=diameter, precision=precision))
+        calls[f"{name}, diameter estimated"] = lambda image, package=package: cytolens.segment(image, package)
     return calls, {"cytolens": cytolens.__version__}, kmacs
 
 

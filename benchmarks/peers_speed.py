@@ -8,7 +8,9 @@ from the raw uint16 image and returns a label image, the object size is given to
 ``_peer_speed_worker.py``):
 
 * cytolens ``nuclei`` and ``nuclei_fast``: ``cytolens.segment(image, model, diameter=20)``, and the
-  same call in mixed precision (``precision="bfloat16"``; fast only on CPUs with native bfloat16).
+  same call in mixed precision (``precision="bfloat16"``; fast only on CPUs with native bfloat16), and the
+  default call as users run it, ``cytolens.segment(image, model)``: float32, the diameter estimated
+  (rows "…, diameter estimated": StarDist needs no diameter, so these are the rows to compare with it).
 * StarDist 2D: the model that ``peers_dsb.py`` trained from scratch on DSB2018 (``--stardist-model``),
   ``predict_instances`` on the percentile-normalized image.
 * Cellpose 3: its nuclei network (CPnet) in ``eval(image, diameter=20, channels=[0, 0])``. Its
@@ -19,7 +21,8 @@ from the raw uint16 image and returns a label image, the object size is given to
   the call without the mask step.
 
 The ratio column is each call's time over the time of cytolens ``nuclei`` on the same image
-(> 1: slower than cytolens). The AP@0.5 against the true objects checks that each tool did the
+(> 1: slower than cytolens); "speed / StarDist's" is StarDist's time over each call's time
+(> 1: faster than StarDist). The AP@0.5 against the true objects checks that each tool did the
 job it was timed on.
 
 Usage: python benchmarks/peers_speed.py [--repeats 3] [--tools cytolens stardist cellpose]
@@ -83,17 +86,18 @@ def markdown(report: dict) -> str:
              "Script: `benchmarks/peers_speed.py` (how each tool is called: its docstring).", "",
              "Versions: " + ", ".join(f"{k} {v}" for tool in report["versions"].values() for k, v in tool.items())
              + ".", "",
-             "| image | tool | seconds | Mpx/s | time / cytolens nuclei time | network k MAC / pixel "
-             "| AP@0.5 vs truth |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| image | tool | seconds | Mpx/s | time / cytolens nuclei time | speed / StarDist's "
+             "| network k MAC / pixel | AP@0.5 vs truth |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for side, rows in report["results"].items():
         for name, row in rows.items():
             ap = "" if row["ap50"] is None else f"{row['ap50']:.3f}"
             if name == "cellpose" and ap:
                 ap += " (ideal flows)"
             macs = "" if row["network_kmacs_per_pixel"] is None else f"{row['network_kmacs_per_pixel']:.1f}"
+            versus = "" if row.get("speed_vs_stardist") is None else f"{row['speed_vs_stardist']:.2f}×"
             lines.append(f"| {side}² | {name} | {row['seconds']:.2f} | {row['mpx_per_s']:.2f} | "
-                         f"{row['relative_to_reference']:.2f}× | {macs} | {ap} |")
+                         f"{row['relative_to_reference']:.2f}× | {versus} | {macs} | {ap} |")
     if report.get("skipped"):
         lines += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()) + "."]
     lines += ["", "Network k MAC / pixel: thousands of multiply-accumulates of the network's convolutions per pixel "
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                 labels.update({key: arrays[key] for key in arrays.files})
     for side, (_, truth) in images.items():
         reference = seconds.get(f"{REFERENCE}|{side}")
+        stardist = seconds.get(f"stardist|{side}")
         rows = {}
         for key, value in seconds.items():
             name, key_side = key.split("|")
@@ -160,9 +165,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             ap = (match(truth.astype(np.int64), labels[key].astype(np.int64), 0.5).average_precision
                   if key in labels else None)
-            network = name.split(" (")[0].removesuffix(" network only")
+            network = name.split(" (")[0].split(",")[0].removesuffix(" network only")
             rows[name] = {"seconds": value, "mpx_per_s": side * side / 1e6 / value,
-                          "relative_to_reference": value / reference if reference else float("nan"), "ap50": ap,
+                          "relative_to_reference": value / reference if reference else float("nan"),
+                          "speed_vs_stardist": stardist / value if stardist else None, "ap50": ap,
                           "network_kmacs_per_pixel": report["network_kmacs_per_pixel"].get(network)}
         report["results"][str(side)] = rows
     (args.results / "peers_speed.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -194,6 +194,23 @@ def test_cli_export_import_and_one_line_errors(exports, tmp_path):
     assert result.exit_code == 0 and (tmp_path / "back" / "weights.safetensors").is_file(), result.output
 
 
+def test_models_info_describes_exported_files(exports, tmp_path):
+    """`models info` reads the description inside an exported file; a damaged one is a one-line error."""
+    for fmt in ("onnx", "torchscript", "bioimageio"):
+        result = runner.invoke(app, ["models", "info", str(exports[fmt])])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("nuclei_fast ") and "size_model" in result.output
+        if fmt != "bioimageio":
+            assert f"exported as {fmt}" in result.output
+    result = runner.invoke(app, ["models", "info", str(exports["onnx"]), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["name"] == "nuclei_fast"
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"not a protobuf")
+    result = runner.invoke(app, ["models", "info", str(damaged)])
+    assert result.exit_code == 1 and result.output.strip().count("\n") == 0
+    assert "not a readable ONNX model" in result.output
+
+
 @pytest.mark.shared_data
 def test_exported_networks_equal_pytorch_on_a_dsb2018_image(shared_data, exports):
     from cytolens.io import read_image

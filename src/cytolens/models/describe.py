@@ -61,7 +61,14 @@ def _scores(values: dict) -> str:
 def describe(name_or_path: str | os.PathLike) -> str:
     """A readable summary of a model package: what it is, what it expects, how it was trained and scored."""
     folder = resolve(name_or_path)
-    meta = read_meta(folder)
+    exported = None
+    if folder.is_file():  # an exported network file carries the package's description and extras inside
+        from cytolens.models.export import exported_format, load_exported
+
+        exported = load_exported(folder)
+        meta, fmt = exported.meta, exported_format(folder)
+    else:
+        meta = read_meta(folder)
     training, validation = meta.get("training") or {}, meta.get("validation") or {}
     lines = [f"{meta.get('name')} {meta.get('version', '1')}: {meta.get('task')}"
              + (f", schema {meta['schema']}" if meta.get("schema") else "")]
@@ -78,6 +85,8 @@ def describe(name_or_path: str | os.PathLike) -> str:
     if weights.is_file():
         count, dtype = weights_summary(weights)
         size = f": {count / 1e6:.1f} M parameters, {dtype} weights, {weights.stat().st_size / 1e6:.1f} MB"
+    elif exported is not None:
+        size = f": exported as {fmt}, {folder.stat().st_size / 1e6:.1f} MB"
     row("architecture", f"{architecture.get('name')}{size}")
     row("", _settings(architecture.get("args") or {}))
     put = meta.get("input") or {}
@@ -88,7 +97,8 @@ def describe(name_or_path: str | os.PathLike) -> str:
         f"{normalization.get('high', 99.8)}")
     scale = meta.get("scale") or {}
     if "target_diameter" in scale:
-        how = "by the size model" if (folder / "size_model.json").is_file() else "from a first pass"
+        has_size_model = "size_model" in exported.extras if exported else (folder / "size_model.json").is_file()
+        how = "by the size model" if has_size_model else "from a first pass"
         row("scale", f"objects resized to {scale['target_diameter']:g} px across; their diameter given, or "
             f"estimated {how}")
     row("post-processing", _settings(meta.get("postprocess") or {}))
@@ -115,12 +125,12 @@ def describe(name_or_path: str | os.PathLike) -> str:
                 count = f" ({values['images']} images)" if "images" in values else ""
                 row("", f"{group}{count}: {_scores(values)}")
     extras = []
-    for extra in sorted(folder.glob("*.json")):
-        if extra.name in ("model.json", "split.json"):
-            continue
-        record = training.get(extra.stem)
+    names = sorted(exported.extras) if exported else [extra.stem for extra in sorted(folder.glob("*.json"))
+                                                        if extra.name not in ("model.json", "split.json")]
+    for name in names:
+        record = training.get(name)
         note = f" (threshold {record['threshold']})" if isinstance(record, dict) and "threshold" in record else ""
-        extras.append(extra.stem + note)
+        extras.append(name + note)
     row("extras", ", ".join(extras))
     row("license", meta.get("license", "not stated"))
     row("package", Path(folder))

@@ -136,7 +136,13 @@ def _extracted(archive_path: Path) -> Path:
 
 
 def read_meta(name_or_path: str | os.PathLike) -> dict:
-    return _read_json(resolve(name_or_path) / "model.json")
+    """The ``model.json`` of a bundled model or package, or the description inside an exported network file."""
+    found = resolve(name_or_path)
+    if found.is_file():  # an exported .onnx / .pt: cytolens wrote its description into the file
+        from cytolens.models.export import load_exported
+
+        return load_exported(found).meta
+    return _read_json(found / "model.json")
 
 
 def update_meta(folder: str | os.PathLike, change: Callable[[dict], None]) -> dict:

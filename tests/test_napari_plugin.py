@@ -34,12 +34,20 @@ def wait(qtbot, widget, timeout: int = 120_000) -> None:
 
 
 def test_the_manifest_names_every_widget():
+    import importlib
+
     from npe2 import PluginManifest
 
     manifest = PluginManifest.from_file(MANIFEST)
-    names = {c.python_name.split(":")[1] for c in manifest.contributions.commands}
-    assert names == {"SegmentWidget", "TrackWidget", "TableWidget", "FinetuneWidget"}
-    assert all(hasattr(_widgets, name) for name in names)
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    widgets = {commands[w.command].split(":")[1] for w in manifest.contributions.widgets}
+    assert widgets == {"SegmentWidget", "TrackWidget", "TableWidget", "FinetuneWidget", "RestoreWidget",
+                       "ClassifyWidget"}
+    readers = {commands[r.command].split(":")[1] for r in manifest.contributions.readers}
+    assert readers == {"get_ctc_reader", "get_tracks_reader"}
+    for python_name in commands.values():
+        module, name = python_name.split(":")
+        assert hasattr(importlib.import_module(module), name), python_name
 
 
 @pytest.fixture

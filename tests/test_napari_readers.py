@@ -71,6 +71,23 @@ def test_a_ctc_result_and_ground_truth_open_as_labels_and_tracks(movie, tmp_path
     assert mask_meta["name"] == "01_GT masks" and meta["name"] == "01_GT tracks"
 
 
+def test_a_single_frame_folder_opens_and_3d_folders_are_left_to_napari(tmp_path):
+    frame = np.zeros((16, 16), np.uint16)
+    frame[2:6, 3:9] = 4
+    one = tmp_path / "one"
+    one.mkdir()
+    tifffile.imwrite(one / "mask000.tif", frame)
+    write_ctc_tracks(one / "res_track.txt", pd.DataFrame({"label": [4], "begin": [0], "end": [0], "parent": [0]}))
+    (masks, _, _), (data, meta, _) = read(get_ctc_reader, one)
+    assert masks.shape == (1, 16, 16) and meta["graph"] == {}
+    np.testing.assert_allclose(data, [[4, 0, 3.5, 5.5]])
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    tifffile.imwrite(volume / "mask000.tif", np.zeros((30, 16, 16), np.uint16))
+    (volume / "res_track.txt").write_text("")
+    assert get_ctc_reader(str(volume)) is None
+
+
 def test_opened_in_a_viewer_napari_draws_the_divisions(movie, tmp_path):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     pytest.importorskip("napari", reason="opening in a viewer needs napari: pip install cytolens[napari]")

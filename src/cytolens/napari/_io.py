@@ -49,9 +49,27 @@ def ctc_folder(path) -> Path | None:
         return path.parent if path.name in TRACK_FILES.values() else None
     if path.is_dir() and (path / "TRA").is_dir():
         path = path / "TRA"
-    if path.is_dir() and any((path / name).is_file() for name in TRACK_FILES.values()):
+    if path.is_dir() and any((path / name).is_file() for name in TRACK_FILES.values()) and _flat_frames(path):
         return path
     return None
+
+
+def _flat_frames(folder: Path) -> bool:
+    """Whether the folder's first numbered frame is a 2D image (3D CTC folders are left to napari's own reader).
+
+    A folder without readable frames counts as 2D: reading it then says what is missing.
+    """
+    import tifffile
+
+    from cytolens.io import ctc_frame_files
+
+    try:
+        first = next(iter(ctc_frame_files(folder).values()))
+        with tifffile.TiffFile(first) as tiff:
+            shape = tiff.series[0].shape
+    except Exception:  # noqa: BLE001 - no frames or a damaged one: claimed, and the reader says which
+        return True
+    return len([n for n in shape if n > 1]) <= 2
 
 
 def tracks_table_path(path) -> Path | None:
@@ -102,30 +120,54 @@ def _track_file(folder: Path) -> Path:
     return present[0]
 
 
+def centroids(movie: np.ndarray) -> pd.DataFrame:
+    """``t, label, [z,] y, x, area`` of every object of a ``(T, [Z,] Y, X)`` label movie (centroids in pixels).
+
+    Unlike :func:`cytolens.track.detections.detect` it takes a single frame (a CTC folder may have one).
+
+    >>> movie = np.zeros((2, 4, 4), np.uint8); movie[0, :2, :2] = 3; movie[1, 1:, 1:] = 3
+    >>> centroids(movie).values.tolist()
+    [[0.0, 3.0, 0.5, 0.5, 4.0], [1.0, 3.0, 2.0, 2.0, 9.0]]
+    """
+    from scipy import ndimage as ndi
+
+    axes = ["z", "y", "x"][-(movie.ndim - 1):]
+    tables = []
+    for t, frame in enumerate(movie):
+        area = np.bincount(frame.ravel().astype(np.int64))
+        ids = np.flatnonzero(area[1:]) + 1
+        if ids.size:
+            centre = np.asarray(ndi.center_of_mass(np.ones(frame.shape, np.float32), frame, ids), float)
+            tables.append(pd.DataFrame({"t": t, "label": ids, **dict(zip(axes, centre.reshape(len(ids), -1).T)),
+                                        "area": area[ids]}))
+    columns = ["t", "label", *axes, "area"]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+
+
 def read_ctc_folder(folder: Path) -> LayerData:
     """A CTC folder as a Labels layer and a Tracks layer (its graph: the track file's parents)."""
     from cytolens.io import read_ctc_masks, read_ctc_tracks
     from cytolens.metrics.tracking import validate_ctc_tracks
-    from cytolens.track.detections import detect
-    from cytolens.track.lineage import napari_tracks
 
     track_file = _track_file(folder)
     movie = read_ctc_masks(folder)
-    if movie.ndim != 3:
-        raise ImageReadError(f"{folder}: the frames are {movie.ndim - 1}D; this reader opens 2D frames (T, Y, X)")
+    if movie.ndim != 3 or not np.issubdtype(movie.dtype, np.integer):
+        raise ImageReadError(f"{folder}: the frames are {movie.dtype} of shape {movie.shape[1:]}; this reader opens "
+                             "2D integer label images")
     lineage = read_ctc_tracks(track_file)
     present = [ids[ids > 0] for ids in map(np.unique, movie)]
     validate_ctc_tracks(lineage, present, name=str(track_file))
     name = folder.parent.name if folder.name == "TRA" else folder.name
     layers = [(movie, {"name": f"{name} masks"}, "labels")]
-    if not movie.any():
+    table = centroids(movie)
+    if not len(table):
         return layers
-    table = detect(movie)[["t", "label", "y", "x", "area"]]
     table.insert(0, "track_id", table["label"])
     parents = dict(zip(lineage["label"].astype(int), lineage["parent"].astype(int)))
-    table["parent_track_id"] = table["label"].map(parents).fillna(0).astype(np.int64)
-    data, graph = napari_tracks(table)
-    features = table[["label", "area", "parent_track_id"]].reset_index(drop=True)
+    table["parent_track_id"] = table["label"].map(parents).astype(np.int64)
+    data = table.drop(columns=["label", "area", "parent_track_id"]).to_numpy(float)
+    graph = {child: [mother] for child, mother in parents.items() if mother > 0}
+    features = table[["label", "area", "parent_track_id"]]
     layers.append((data, {"name": f"{name} tracks", "graph": graph, "features": features}, "tracks"))
     return layers
 

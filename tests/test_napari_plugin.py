@@ -9,28 +9,18 @@ images; the fine-tune test starts from a tiny model trained in seconds.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-napari = pytest.importorskip("napari", reason="the napari plugin needs napari: pip install cytolens[napari]")
-pytest.importorskip("pytestqt", reason="the plugin tests need pytest-qt")
-pytest.importorskip("qtpy.QtWidgets", reason="Qt does not load here (its system libraries are missing)")
+from napari_helpers import PLUGIN_MARKS, napari, wait  # first: skips the module without napari
 
 from cytolens.data.synthetic import synthetic_movie, synthetic_nuclei
 from cytolens.napari import _widgets
 from cytolens.project import Project
 
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = PLUGIN_MARKS
 MANIFEST = Path(_widgets.__file__).with_name("napari.yaml")
-
-
-def wait(qtbot, widget, timeout: int = 120_000) -> None:
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
 def test_the_manifest_names_every_widget():

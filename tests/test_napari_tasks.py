@@ -9,26 +9,15 @@ plane, not to denoise). Skipped without napari
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from napari_helpers import PLUGIN_MARKS, wait  # first: skips the module without napari
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-napari = pytest.importorskip("napari", reason="the napari plugin needs napari: pip install cytolens[napari]")
-pytest.importorskip("pytestqt", reason="the plugin tests need pytest-qt")
-pytest.importorskip("qtpy.QtWidgets", reason="Qt does not load here (its system libraries are missing)")
+import cytolens
+from cytolens.data.synthetic import synthetic_nuclei
+from cytolens.napari._task_widgets import ClassifyWidget, RestoreWidget
 
-import cytolens  # noqa: E402
-from cytolens.data.synthetic import synthetic_nuclei  # noqa: E402
-from cytolens.napari._task_widgets import ClassifyWidget, RestoreWidget  # noqa: E402
-
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
-
-
-def wait(qtbot, widget, timeout: int = 60_000) -> None:
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+pytestmark = PLUGIN_MARKS
 
 
 @pytest.fixture

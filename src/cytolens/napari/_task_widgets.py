@@ -6,6 +6,8 @@
 * :class:`ClassifyWidget` — classify every cell of a Labels layer from the image under it with
   a classifier: the per-cell table (``label, predicted, p_<class>``) is shown and becomes the
   Labels layer's features (one row per label), and a Labels layer coloured by class is added.
+  For a label stack the frame on screen is classified: the table and the class layer are that
+  frame's, and the stack's features are left as they are (its ids need not be one cell over time).
 
 Both run in a napari thread worker with a progress bar; errors are one status line.
 """

@@ -9,37 +9,35 @@ images; the fine-tune test starts from a tiny model trained in seconds.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-napari = pytest.importorskip("napari", reason="the napari plugin needs napari: pip install cytolens[napari]")
-pytest.importorskip("pytestqt", reason="the plugin tests need pytest-qt")
-pytest.importorskip("qtpy.QtWidgets", reason="Qt does not load here (its system libraries are missing)")
+from napari_helpers import PLUGIN_MARKS, napari, wait  # first: skips the module without napari
 
 from cytolens.data.synthetic import synthetic_movie, synthetic_nuclei
 from cytolens.napari import _widgets
 from cytolens.project import Project
 
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = PLUGIN_MARKS
 MANIFEST = Path(_widgets.__file__).with_name("napari.yaml")
 
 
-def wait(qtbot, widget, timeout: int = 120_000) -> None:
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
-
-
 def test_the_manifest_names_every_widget():
+    import importlib
+
     from npe2 import PluginManifest
 
     manifest = PluginManifest.from_file(MANIFEST)
-    names = {c.python_name.split(":")[1] for c in manifest.contributions.commands}
-    assert names == {"SegmentWidget", "TrackWidget", "TableWidget", "FinetuneWidget"}
-    assert all(hasattr(_widgets, name) for name in names)
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    widgets = {commands[w.command].split(":")[1] for w in manifest.contributions.widgets}
+    assert widgets == {"SegmentWidget", "TrackWidget", "TableWidget", "FinetuneWidget", "RestoreWidget",
+                       "ClassifyWidget"}
+    readers = {commands[r.command].split(":")[1] for r in manifest.contributions.readers}
+    assert readers == {"get_ctc_reader", "get_tracks_reader"}
+    for python_name in commands.values():
+        module, name = python_name.split(":")
+        assert hasattr(importlib.import_module(module), name), python_name
 
 
 @pytest.fixture

@@ -125,11 +125,22 @@ def layer_names(viewer, kind: str) -> Callable:
     return names
 
 
-def segmentation_models() -> list[str]:
-    """The bundled segmentation models' names."""
+def task_models(task: str) -> list[str]:
+    """The bundled models of a task ("segmentation", "restoration", "classification")."""
     from cytolens.models import bundled_models, read_meta
 
-    return [name for name in bundled_models() if read_meta(name).get("task") == "segmentation"]
+    return [name for name in bundled_models() if read_meta(name).get("task") == task]
+
+
+def segmentation_models() -> list[str]:
+    """The bundled segmentation models' names."""
+    return task_models("segmentation")
+
+
+def chosen_model(bundled: ComboBox, folder: FileEdit) -> str:
+    """The model a widget names: the package folder when one is chosen, else the bundled model."""
+    path = str(folder.value or "")
+    return path if path not in ("", ".") and Path(path).is_dir() else bundled.value
 
 
 def planes_of(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
@@ -141,6 +152,15 @@ def planes_of(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
     if data.ndim == image_ndim + 1:
         return list(data), True
     raise CytolensError(f"the layer's data has shape {data.shape}: give a 2D image or a stack of them")
+
+
+def current_plane(viewer, data: np.ndarray, ndim: int) -> tuple[np.ndarray, int | None]:
+    """The plane of a stack the viewer shows (its first axis) and its index, or ``ndim``-D data itself and None."""
+    data = np.asarray(data)
+    if data.ndim == ndim:
+        return data, None
+    frame = min(int(viewer.dims.current_step[0]), len(data) - 1)
+    return data[frame], frame
 
 
 class SegmentWidget(_Task):
@@ -163,8 +183,7 @@ class SegmentWidget(_Task):
         self._model_defaults()
 
     def chosen_model(self) -> str:
-        path = str(self.package.value or "")
-        return path if path not in ("", ".") and Path(path).is_dir() else self.model.value
+        return chosen_model(self.model, self.package)
 
     def _model_defaults(self, *_) -> None:
         from cytolens.models import read_meta
@@ -268,11 +287,9 @@ class TableWidget(_Task):
 
     def _current(self, data: np.ndarray, ndim: int) -> np.ndarray:
         """The plane of a stack the viewer shows (its first axis), or the 2D data itself."""
-        data = np.asarray(data)
-        if data.ndim == ndim:
-            return data
-        self.frame = int(self.viewer.dims.current_step[0])
-        return data[min(self.frame, len(data) - 1)]
+        plane, frame = current_plane(self.viewer, data, ndim)
+        self.frame = frame if frame is not None else self.frame
+        return plane
 
     def start(self) -> None:
         from cytolens.measure import measure

@@ -2,4 +2,5 @@
 
 import importlib.util
 
-collect_ignore = [] if all(importlib.util.find_spec(m) for m in ("napari", "magicgui")) else ["_widgets.py"]
+WIDGETS = ["_widgets.py", "_task_widgets.py"]
+collect_ignore = [] if all(importlib.util.find_spec(m) for m in ("napari", "magicgui")) else WIDGETS

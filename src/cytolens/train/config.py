@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -178,7 +178,10 @@ class OptimizationConfig(_Strict):
     epochs: int = Field(50, ge=1)
     steps_per_epoch: int = Field(50, ge=1)
     batch_size: int = Field(8, ge=1)
-    crop_size: int = Field(256, ge=32)
+    crop_size: Annotated[int, Field(ge=32)] | tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)],
+                                                     Annotated[int, Field(ge=8)]] = Field(
+        256, description="side of the square training crops (px); a volume model (architecture.dims: 3) may give "
+        "(z, y, x) voxels at the model's scale")
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -221,9 +224,14 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _check_common(self):
         divisor = 2**self.architecture.depth
-        if self.optimization.crop_size % divisor:
-            raise ValueError(f"optimization.crop_size {self.optimization.crop_size} must be a multiple of "
-                             f"2**architecture.depth = {divisor}")
+        crop = self.optimization.crop_size
+        if isinstance(crop, tuple) and self.architecture.dims != 3:
+            raise ValueError(f"optimization.crop_size {list(crop)} is (z, y, x): only a volume model "
+                             "(architecture.dims: 3) takes one; give one side for images")
+        if any(side % divisor for side in (crop if isinstance(crop, tuple) else (crop,))):
+            raise ValueError(f"optimization.crop_size {list(crop) if isinstance(crop, tuple) else crop} must be a "
+                             f"multiple of 2**architecture.depth = {divisor}" + (" on every axis" if isinstance(
+                                 crop, tuple) else ""))
         if self.freeze_encoder_epochs and not self.init_from:
             raise ValueError("freeze_encoder_epochs needs init_from (a pretrained model whose encoder to keep)")
         return self

@@ -101,6 +101,19 @@ def median_sphere_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float
     return float(np.median((6 * volumes / np.pi) ** (1 / 3))) if len(volumes) else 0.0
 
 
+def median_cross_section_diameter(labels: np.ndarray) -> float:
+    """Median equivalent-circle diameter (XY pixels) of the objects' cross-sections in every plane of a
+    ``(Z, Y, X)`` label volume (0 if none): the object size a 2D model trained on the planes sees.
+
+    >>> ball = np.zeros((3, 9, 9), int); ball[0, 4, 4] = ball[2, 4, 4] = 1; ball[1, 2:7, 2:7] = 1
+    >>> round(median_cross_section_diameter(ball), 2)  # areas 1, 25, 1
+    1.13
+    """
+    areas = np.concatenate([np.bincount(np.asarray(plane).ravel())[1:] for plane in labels])
+    areas = areas[areas > 0]
+    return float(np.median(2 * np.sqrt(areas / np.pi))) if len(areas) else 0.0
+
+
 def volume_zoom(labels: np.ndarray, target_diameter: float, anisotropy: float) -> tuple[float, float, float]:
     """The (Z, Y, X) resize factors that bring a training volume to the model's scale: cubic voxels and a median
     object diameter of ``target_diameter`` (the native inference resizes by ``(anisotropy × s, s, s)`` alike)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from cytolens.io import read_image
 from cytolens.metrics import match
-from cytolens.models import load, update_meta
+from cytolens.models import load
 from cytolens.tasks.segmentation.inference import as_yxc, postprocess_outputs, predict_outputs, tile_preparer
 from cytolens.tasks.segmentation.training import median_cross_section_diameter, median_sphere_diameter
 from cytolens.tasks.segmentation.volume import (
@@ -31,6 +31,9 @@ from cytolens.tasks.segmentation.volume import (
     split_at_necks,
     stitch_planes,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nuclei"))
+from tune_thresholds import record_search  # noqa: E402
 
 ANISOTROPY = 2.0  # of the synthetic volumes (make_data.VOLUME)
 GRID = {"marker_threshold": [0.4, 0.5, 0.6, 0.7, 0.8], "marker_dynamic": [0.0, 0.2], "smoothing": [0.0, 1.0]}
@@ -77,12 +80,7 @@ def main() -> None:
     search = {"split": "val (synthetic seeds 30-34)", "volumes": len(items), "metric": "mean per-volume AP@0.5",
               "diameter": "the truth's median (as benchmarks/segmentation_3d.py --diameter truth)",
               "grid": results, "chosen": best}
-
-    def record(meta: dict) -> None:
-        meta["postprocess"].update({k: v for k, v in best.items() if k in grid})
-        meta.setdefault("training", {})["threshold_search"] = search
-    update_meta(package_dir, record)
-    print("chosen:", best)
+    record_search(package_dir, best, grid, search)
 
 
 if __name__ == "__main__":

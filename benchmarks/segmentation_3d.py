@@ -154,8 +154,9 @@ def large_rows(models: list[str]) -> list[dict]:
         out = subprocess.run([sys.executable, __file__, "--large-child", model, "--threads",
                               str(torch.get_num_threads())], capture_output=True, text=True,
                              check=True).stdout
-        rows.append({"volume": "synthetic 64x1024x1024 (tiled)", "shape": "64x1024x1024", "model": Path(model).name,
-                     "method": resolve_method(load(model), "auto"), **json.loads(out.strip().splitlines()[-1])})
+        rows.append({"volume": "synthetic 64x1024x1024 (tiled)", "shape": "64x1024x1024",
+                     **json.loads(out.strip().splitlines()[-1]), "model": Path(model).name,
+                     "method": resolve_method(load(model), "auto")})
     return rows
 
 

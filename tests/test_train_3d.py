@@ -98,6 +98,8 @@ def test_bad_3d_configs_are_one_line_errors():
         ({"schema": "flow_field", "architecture": {"dims": 3}}, "needs schema deep_watershed or contact_watershed"),
         ({"architecture": {"dims": 3, "depth": 3}, "optimization": {"crop_size": [12, 64, 64]}}, "multiple of"),
         ({"architecture": {"dims": 3}, "channels": [0, 1]}, "one-channel"),
+        ({"architecture": {"dims": 3}, "optimization": {"crop_size": [16, 64]}}, "three whole numbers >= 8"),
+        ({"optimization": {"crop_size": 16}}, "whole number >= 32"),
     ]
     for update, words in cases:
         with pytest.raises(InvalidParameterError) as caught:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cytolens.errors import InvalidParameterError
 
@@ -178,10 +178,9 @@ class OptimizationConfig(_Strict):
     epochs: int = Field(50, ge=1)
     steps_per_epoch: int = Field(50, ge=1)
     batch_size: int = Field(8, ge=1)
-    crop_size: Annotated[int, Field(ge=32)] | tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)],
-                                                     Annotated[int, Field(ge=8)]] = Field(
-        256, description="side of the square training crops (px); a volume model (architecture.dims: 3) may give "
-        "(z, y, x) voxels at the model's scale")
+    crop_size: int | tuple[int, int, int] = Field(
+        256, description="side of the square training crops (px, >= 32); a volume model (architecture.dims: 3) may "
+        "give [z, y, x] voxels at the model's scale (each >= 8)")
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -194,6 +193,21 @@ class OptimizationConfig(_Strict):
     precision: Literal["float32", "bfloat16"] = Field(
         "float32", description="bfloat16 = mixed precision: ~3x faster on CPUs with AVX-512 BF16 and on recent GPUs")
     workers: int = Field(0, ge=0, le=64, description="processes that make augmented batches; 0 = the training one")
+
+    @field_validator("crop_size", mode="before")
+    @classmethod
+    def _check_crop_size(cls, value):
+        """One side >= 32, or [z, y, x] sides >= 8: one readable message instead of one per type of the union."""
+        def whole(side, least: int) -> bool:
+            return not isinstance(side, bool) and isinstance(side, int | float) and float(side).is_integer() \
+                and side >= least
+        if isinstance(value, list | tuple):
+            if len(value) != 3 or not all(whole(side, 8) for side in value):
+                raise ValueError("a volume crop must be [z, y, x]: three whole numbers >= 8")
+            return tuple(int(side) for side in value)
+        if not whole(value, 32):
+            raise ValueError("must be a whole number >= 32 (px), or [z, y, x] for a volume model")
+        return int(value)
 
 
 class TrainConfig(_Strict):

@@ -71,6 +71,12 @@ def main() -> None:
     search = {"split": "val", "images": len(cached[False]), "metric": "mean per-image AP@0.5", "grid": results,
               "chosen": best}
 
+    record_search(package_dir, best, grid, search)
+
+
+def record_search(package_dir: Path, best: dict, grid: dict, search: dict) -> None:
+    """Make ``best``'s values of the ``grid`` keys the package's post-processing defaults; keep the search
+    in ``training.threshold_search`` (also used by training/nuclei3d-synthetic/tune_postprocess.py)."""
     def record(meta: dict) -> None:
         meta["postprocess"].update({k: v for k, v in best.items() if k in grid})
         meta.setdefault("training", {})["threshold_search"] = search

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cytolens.errors import InvalidParameterError
 
@@ -178,7 +178,9 @@ class OptimizationConfig(_Strict):
     epochs: int = Field(50, ge=1)
     steps_per_epoch: int = Field(50, ge=1)
     batch_size: int = Field(8, ge=1)
-    crop_size: int = Field(256, ge=32)
+    crop_size: int | tuple[int, int, int] = Field(
+        256, description="side of the square training crops (px, >= 32); a volume model (architecture.dims: 3) may "
+        "give [z, y, x] voxels at the model's scale (each >= 8)")
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -191,6 +193,21 @@ class OptimizationConfig(_Strict):
     precision: Literal["float32", "bfloat16"] = Field(
         "float32", description="bfloat16 = mixed precision: ~3x faster on CPUs with AVX-512 BF16 and on recent GPUs")
     workers: int = Field(0, ge=0, le=64, description="processes that make augmented batches; 0 = the training one")
+
+    @field_validator("crop_size", mode="before")
+    @classmethod
+    def _check_crop_size(cls, value):
+        """One side >= 32, or [z, y, x] sides >= 8: one readable message instead of one per type of the union."""
+        def whole(side, least: int) -> bool:
+            return not isinstance(side, bool) and isinstance(side, int | float) and float(side).is_integer() \
+                and side >= least
+        if isinstance(value, list | tuple):
+            if len(value) != 3 or not all(whole(side, 8) for side in value):
+                raise ValueError("a volume crop must be [z, y, x]: three whole numbers >= 8")
+            return tuple(int(side) for side in value)
+        if not whole(value, 32):
+            raise ValueError("must be a whole number >= 32 (px), or [z, y, x] for a volume model")
+        return int(value)
 
 
 class TrainConfig(_Strict):
@@ -221,9 +238,14 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _check_common(self):
         divisor = 2**self.architecture.depth
-        if self.optimization.crop_size % divisor:
-            raise ValueError(f"optimization.crop_size {self.optimization.crop_size} must be a multiple of "
-                             f"2**architecture.depth = {divisor}")
+        crop = self.optimization.crop_size
+        if isinstance(crop, tuple) and self.architecture.dims != 3:
+            raise ValueError(f"optimization.crop_size {list(crop)} is (z, y, x): only a volume model "
+                             "(architecture.dims: 3) takes one; give one side for images")
+        if any(side % divisor for side in (crop if isinstance(crop, tuple) else (crop,))):
+            raise ValueError(f"optimization.crop_size {list(crop) if isinstance(crop, tuple) else crop} must be a "
+                             f"multiple of 2**architecture.depth = {divisor}" + (" on every axis" if isinstance(
+                                 crop, tuple) else ""))
         if self.freeze_encoder_epochs and not self.init_from:
             raise ValueError("freeze_encoder_epochs needs init_from (a pretrained model whose encoder to keep)")
         return self

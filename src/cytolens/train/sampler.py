@@ -23,6 +23,7 @@ worker processes or the training process make it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -112,9 +113,26 @@ def resize_linear(array: np.ndarray, size: int | tuple[int, ...]) -> np.ndarray:
     return F.interpolate(tensor, size=size, mode=mode, align_corners=False)[0].numpy()
 
 
-def pad_to(array: np.ndarray, size: int) -> np.ndarray:
-    """Pad the spatial axes of ``(C, *spatial)`` up to ``size`` by reflection (symmetric when too small)."""
-    pads = [max(0, size - n) for n in array.shape[1:]]
+def crop_shape(crop_size: int | tuple[int, ...], spatial_ndim: int) -> tuple[int, ...]:
+    """The spatial shape of the crops: one side for every axis, or one per axis ((z, y, x) for volumes).
+
+    >>> crop_shape(64, 3), crop_shape((16, 64, 64), 3)
+    ((64, 64, 64), (16, 64, 64))
+    """
+    if isinstance(crop_size, numbers.Integral):
+        return (int(crop_size),) * spatial_ndim
+    crop = tuple(int(side) for side in crop_size)
+    if len(crop) != spatial_ndim:
+        raise InvalidParameterError(f"crop size {list(crop)} has {len(crop)} sides but the training samples have "
+                                    f"{spatial_ndim} spatial axes")
+    return crop
+
+
+def pad_to(array: np.ndarray, size: int | tuple[int, ...]) -> np.ndarray:
+    """Pad the spatial axes of ``(C, *spatial)`` up to ``size`` (one side, or one per axis) by reflection
+    (symmetric when too small)."""
+    sizes = (size,) * (array.ndim - 1) if isinstance(size, numbers.Integral) else tuple(size)
+    pads = [max(0, s - n) for s, n in zip(sizes, array.shape[1:])]
     if not any(pads):
         return array
     mode = "reflect" if min(array.shape[1:]) > max(pads) else "symmetric"
@@ -195,7 +213,7 @@ class CropSampler:
     the 99.9th percentile of the sample's targets.
     """
 
-    def __init__(self, samples: Sequence, *, crop_size: int, batch_size: int, steps_per_epoch: int,
+    def __init__(self, samples: Sequence, *, crop_size: int | tuple[int, ...], batch_size: int, steps_per_epoch: int,
                  augmentation: Augmentation = Augmentation(), targets: TargetKind = TargetKind(),
                  stratum_weights: dict[str, float] | None = None, seed: int = 0, workers: int = 0,
                  min_content: float = 0.0) -> None:
@@ -203,7 +221,7 @@ class CropSampler:
             raise InvalidParameterError("there are no training images: check the data folders and the split")
         self.samples = list(samples)
         self.crop, self.batch, self.steps = crop_size, batch_size, steps_per_epoch
-        self._centres = [content_centres(s.targets, crop_size, min_content) if min_content > 0 else None
+        self._centres = [content_centres(s.targets, int(np.max(crop_size)), min_content) if min_content > 0 else None
                          for s in self.samples]
         self.augmentation, self.target_kind = augmentation, targets
         self.seed, self.workers = seed, workers
@@ -229,24 +247,25 @@ class CropSampler:
         aug, kind = self.augmentation, self.target_kind
         low, high = aug.scale_range
         zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
-        source = max(8, int(round(self.crop / zoom)))
+        crop = crop_shape(self.crop, sample.image.ndim - 1)
+        source = tuple(max(8, int(round(side / zoom))) for side in crop)
         image, targets = pad_to(sample.image, source), pad_to(sample.targets, source)
         if centres is None:
-            starts = [rng.integers(0, n - source + 1) for n in image.shape[1:]]
+            starts = [rng.integers(0, n - side + 1) for n, side in zip(image.shape[1:], source)]
         else:  # a window around a pixel near content, moved inside the image
             centre = np.unravel_index(centres[rng.integers(len(centres))], sample.targets.shape[1:])
-            starts = [int(min(max(c - source // 2, 0), n - source)) for c, n in zip(centre, image.shape[1:])]
-        window = (slice(None), *(slice(s, s + source) for s in starts))
+            starts = [int(min(max(c - side // 2, 0), n - side))
+                      for c, n, side in zip(centre, image.shape[1:], source)]
+        window = (slice(None), *(slice(s, s + side) for s, side in zip(starts, source)))
         image, targets = image[window], targets[window]
-        if source != self.crop:
-            image = resize_linear(image, self.crop)
+        if source != crop:
+            image = resize_linear(image, crop)
             if kind.interpolation == "nearest":  # class ids
-                factor = self.crop / source
-                targets = ndi.zoom(targets, (1,) + (factor,) * (targets.ndim - 1), order=0, grid_mode=True,
-                                   mode="nearest")
-                targets = targets[(slice(None), *(slice(0, self.crop),) * (targets.ndim - 1))]
+                factors = tuple(c / s for c, s in zip(crop, source))
+                targets = ndi.zoom(targets, (1,) + factors, order=0, grid_mode=True, mode="nearest")
+                targets = targets[(slice(None), *(slice(0, c) for c in crop))]
             else:
-                targets = resize_linear(targets, self.crop)
+                targets = resize_linear(targets, crop)
             binary = list(kind.binary_channels)  # masks stay masks; a distance stays smooth
             if binary:
                 targets[binary] = targets[binary] > 0.5
@@ -256,6 +275,8 @@ class CropSampler:
             targets = turn_vectors(targets, kind.vector_channels, flip=True)
         if aug.rotations:
             k = int(rng.integers(4))
+            if crop[-2] != crop[-1]:  # a quarter turn would swap the sides of a crop that is not square in Y, X
+                k -= k % 2
             image, targets = np.rot90(image, k, axes=(last - 1, last)), np.rot90(targets, k, axes=(last - 1, last))
             targets = turn_vectors(targets, kind.vector_channels, k=k)
         image, targets = self._jitter(rng, image, targets)

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from cytolens.errors import InvalidParameterError
 from cytolens.tasks.segmentation import SCHEMAS
 from cytolens.tasks.segmentation import training as seg
 from cytolens.tasks.segmentation.channels import input_meta
 from cytolens.tasks.segmentation.config import SegmentationTrainConfig
 from cytolens.train.task import PreparedData
+
+#: the ``input`` entry of a volume model's ``model.json``
+VOLUME_INPUT = {"channels": 1, "axes": "ZYX", "conversion": "one channel; Z resized by the volume's anisotropy"}
 
 
 class SegmentationTask:
@@ -38,6 +43,8 @@ class SegmentationTask:
         return seg.preparation_key(config)
 
     def network_channels(self, config, data: PreparedData) -> tuple[int, int]:
+        if config.architecture.dims == 3:  # one-channel volumes
+            return 1, SCHEMAS[config.schema_].OUTPUT_CHANNELS
         return len(config.channels) if config.channels else 3, SCHEMAS[config.schema_].OUTPUT_CHANNELS
 
     def _class_weights(self, config, train_samples: Sequence):
@@ -78,10 +85,13 @@ class SegmentationTask:
         return config
 
     def package_meta(self, config, train_samples: Sequence) -> dict:
+        volumes = config.architecture.dims == 3
         return {
             "schema": config.schema_,
-            "input": input_meta(config.channels),
-            "scale": {"target_diameter": config.target_diameter},
+            "input": VOLUME_INPUT if volumes else input_meta(config.channels),
+            # a volume model sees cubic voxels: Z of its training volumes was resized by their anisotropy
+            "scale": {"target_diameter": config.target_diameter,
+                      **({"training_anisotropy": config.anisotropy} if volumes else {})},
             "postprocess": SCHEMAS[config.schema_].PARAMS(**self._postprocess_params(config, train_samples)).to_dict(),
         }
 
@@ -93,7 +103,12 @@ class SegmentationTask:
         from cytolens.nn.unet import receptive_field
         from cytolens.train.checks import check_receptive_field, object_diameters
 
-        message = check_receptive_field(object_diameters(s.labels for s in train_samples), config.architecture.depth,
+        if config.architecture.dims == 3:  # equivalent-sphere diameters at the model's (cubic) scale
+            diameters = np.concatenate([(6 * v[v > 0] / np.pi) ** (1 / 3)
+                                        for v in (np.bincount(s.labels.ravel())[1:] for s in train_samples)])
+        else:
+            diameters = object_diameters(s.labels for s in train_samples)
+        message = check_receptive_field(diameters, config.architecture.depth,
                                         receptive_field, scale_setting=("target_diameter", config.target_diameter),
                                         warn=False)
         return [message] if message else []

@@ -88,6 +88,53 @@ def prepare_sample(image, labels, schema: str, target_diameter: float,
     return Sample(x.astype(np.float32), lab, t.astype(np.float32), stratum)
 
 
+def median_sphere_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float:
+    """Median equivalent-sphere diameter (XY pixels) of the objects of a ``(Z, Y, X)`` label volume whose Z step
+    is ``anisotropy`` XY pixels (0 if none).
+
+    >>> ball = np.zeros((20, 20, 20), int); ball[5:15, 5:15, 5:15] = 1  # a 10-voxel cube
+    >>> round(median_sphere_diameter(ball), 2), round(median_sphere_diameter(ball[::2], anisotropy=2), 2)
+    (12.41, 12.41)
+    """
+    volumes = np.bincount(np.asarray(labels).ravel())[1:]
+    volumes = volumes[volumes > 0] * float(anisotropy)
+    return float(np.median((6 * volumes / np.pi) ** (1 / 3))) if len(volumes) else 0.0
+
+
+def median_cross_section_diameter(labels: np.ndarray) -> float:
+    """Median equivalent-circle diameter (XY pixels) of the objects' cross-sections in every plane of a
+    ``(Z, Y, X)`` label volume (0 if none): the object size a 2D model trained on the planes sees.
+
+    >>> ball = np.zeros((3, 9, 9), int); ball[0, 4, 4] = ball[2, 4, 4] = 1; ball[1, 2:7, 2:7] = 1
+    >>> round(median_cross_section_diameter(ball), 2)  # areas 1, 25, 1
+    1.13
+    """
+    areas = np.concatenate([np.bincount(np.asarray(plane).ravel())[1:] for plane in labels])
+    areas = areas[areas > 0]
+    return float(np.median(2 * np.sqrt(areas / np.pi))) if len(areas) else 0.0
+
+
+def volume_zoom(labels: np.ndarray, target_diameter: float, anisotropy: float) -> tuple[float, float, float]:
+    """The (Z, Y, X) resize factors that bring a training volume to the model's scale: cubic voxels and a median
+    object diameter of ``target_diameter`` (the native inference resizes by ``(anisotropy × s, s, s)`` alike)."""
+    diameter = median_sphere_diameter(labels, anisotropy)
+    scale = target_diameter / diameter if diameter > 0 else 1.0
+    return (anisotropy * scale, scale, scale)
+
+
+def prepare_volume_sample(volume, labels, schema: str, target_diameter: float, anisotropy: float,
+                          normalization=(1.0, 99.8), stratum: str = "all") -> Sample:
+    """A ``(Z, Y, X)`` volume and its label volume at the model's scale: one input channel normalized with the
+    volume's percentiles, Z resized by ``anisotropy`` so voxels are cubes, targets of the schema in 3D."""
+    normalizer = PercentileNormalizer(*normalization)
+    volume = np.asarray(volume, np.float32)
+    lo, hi = normalizer.statistics(volume, spatial_ndim=3)
+    zoom = volume_zoom(labels, target_diameter, anisotropy)
+    x = rescale(normalizer.apply(volume, lo, hi).astype(np.float32), zoom, order=1, spatial_ndim=3)
+    lab = rescale(np.asarray(labels, dtype=np.int32), zoom, order=0, spatial_ndim=3)
+    return Sample(x[None].astype(np.float32), lab, SCHEMAS[schema].targets(lab).astype(np.float32), stratum)
+
+
 def target_kind(schema: str, masked: bool = False) -> TargetKind:
     """How a schema's targets follow the crops' zoom: class ids nearest, masks kept binary, distances smooth
     (``masked``: the "annotated" channel after them is a mask too)."""
@@ -133,10 +180,12 @@ def make_loss(schema: str, class_weights: np.ndarray | None = None, contact_emph
 
 
 def _mean_over(per_pixel: torch.Tensor, annotated: torch.Tensor | None) -> torch.Tensor:
-    """Per-channel mean of ``(N, K, Y, X)`` over the annotated pixels (all when ``annotated`` is None)."""
+    """Per-channel mean of ``(N, K, Y, X)`` (or ``(N, K, Z, Y, X)``) over the annotated pixels (all when
+    ``annotated`` is None)."""
+    dims = (0, *range(2, per_pixel.ndim))  # (N, K, Y, X) or (N, K, Z, Y, X)
     if annotated is None:
-        return per_pixel.mean(dim=(0, 2, 3))
-    return (per_pixel * annotated).sum(dim=(0, 2, 3)) / annotated.sum().clamp(min=1)
+        return per_pixel.mean(dim=dims)
+    return (per_pixel * annotated).sum(dim=dims) / annotated.sum().clamp(min=1)
 
 
 def _schema_loss(schema: str, class_weights: np.ndarray | None, contact_emphasis: float):
@@ -199,10 +248,13 @@ def pixel_class_weights(samples: Sequence[Sample]) -> np.ndarray:
 
 def make_validator(samples: Sequence[Sample], schema: str, loss_fn, tile_size: int = 512,
                    size_divisor: int = 16, **postprocess_params):
-    """``validate(model)`` → val_loss and AP@0.5 (per image, at the model scale).
+    """``validate(model)`` → val_loss and AP@0.5 (per image or volume, at the model scale).
 
-    ``postprocess_params`` go to the schema's post-processing (e.g. ``class_weights``).
+    ``postprocess_params`` go to the schema's post-processing (e.g. ``class_weights``). Volume samples
+    (``(1, Z, Y, X)`` images) are predicted in the native inference's 3D tiles and scored in 3D.
     """
+    from cytolens.tasks.segmentation.volume import OVERLAP_3D, TILE_3D
+
     postprocess = SCHEMAS[schema].postprocess
     out_channels = SCHEMAS[schema].OUTPUT_CHANNELS
 
@@ -210,7 +262,10 @@ def make_validator(samples: Sequence[Sample], schema: str, loss_fn, tile_size: i
         predict = network_predictor(model)
         losses, aps, aps75 = [], [], []
         for sample in samples:
-            outputs = predict_tiled(predict, sample.image, out_channels, tile_size, 64, size_divisor)
+            spatial = sample.image.ndim - 1
+            tile, overlap = (tile_size, 64) if spatial == 2 else (TILE_3D, OVERLAP_3D)
+            outputs = predict_tiled(predict, sample.image, out_channels, tile, overlap, size_divisor,
+                                    spatial_ndim=spatial)
             losses.append(float(loss_fn(torch.from_numpy(outputs)[None], torch.from_numpy(sample.targets)[None])))
             labels = postprocess(outputs, **postprocess_params)
             aps.append(match(sample.labels, labels.astype(np.int64), 0.5).average_precision)
@@ -224,7 +279,8 @@ def preparation_key(config) -> tuple:
     """The settings the prepared samples depend on (a run with other ones prepares again)."""
     data = config.data
     return (config.schema_, config.target_diameter, tuple(config.normalization),
-            *(str(v) for _, v in data), config.seed) + ((tuple(config.channels),) if config.channels else ())
+            *(str(v) for _, v in data), config.seed) + ((tuple(config.channels),) if config.channels else ()) + (
+                ("volumes", config.anisotropy) if config.architecture.dims == 3 else ())
 
 
 def count_objects(samples: Sequence[Sample]) -> int:
@@ -242,8 +298,13 @@ def prepare_data(config, progress: bool = True) -> PreparedData:
         raise InvalidParameterError("the validation split is empty; raise data.val_fraction or add images")
     ids = split["train"] + split["val"]
     masks = unannotated_masks(config.data)
+    volumes = config.architecture.dims == 3
+    if volumes and masks:
+        raise InvalidParameterError("data.unannotated masks are for 2D training; a volume model (architecture.dims: "
+                                    "3) needs every voxel of its label volumes annotated")
     jobs = [(files[i], config.schema_, config.target_diameter, tuple(config.normalization), stratum_of.get(i, "all"),
-             masks.get(i), config.data.unannotated is not None, config.channels) for i in ids]
+             masks.get(i), config.data.unannotated is not None, config.channels,
+             config.anisotropy if volumes else None) for i in ids]
 
     def collect(prepared) -> dict[str, Sample]:
         if progress:
@@ -260,6 +321,8 @@ def prepare_data(config, progress: bool = True) -> PreparedData:
     else:
         samples = collect(map(_prepare_file, jobs))
     data = PreparedData(split, samples, files, preparation_key(config))
+    if volumes:
+        check_volume_crop(config, data)
     for side in ("train", "val"):  # all-empty labels would train a model that finds nothing, and score it 1.0
         if count_objects(data.side(side)) == 0:
             setting = "val_labels" if side == "val" and config.data.val_labels else "labels"
@@ -283,7 +346,11 @@ def unannotated_masks(data) -> dict:
 def _prepare_file(job) -> Sample:
     from cytolens.io import read_image
 
-    (image_path, labels_path), schema, target_diameter, normalization, stratum, mask_path, masked, channels = job
+    (image_path, labels_path), schema, target_diameter, normalization, stratum, mask_path, masked, channels, \
+        anisotropy = job
+    if anisotropy is not None:  # a volume model
+        volume, labels = checked_volume_annotation(read_image(image_path), read_image(labels_path), labels_path)
+        return prepare_volume_sample(volume, labels, schema, target_diameter, anisotropy, normalization, stratum)
     image, labels = checked_annotation(read_image(image_path), read_image(labels_path), labels_path)
     unannotated = None
     if mask_path is not None:
@@ -308,12 +375,18 @@ def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tu
     cytolens.errors.InvalidImageError: a.tif: label image (4, 3) and image (4, 4) differ in size; each label image must match its image pixel for pixel
     """
     if labels.ndim != 2:
-        raise InvalidImageError(f"{labels_path}: a label image must be 2D (Y, X), got shape {labels.shape}")
+        hint = "; for (Z, Y, X) label volumes set architecture.dims: 3" if labels.ndim == 3 else ""
+        raise InvalidImageError(f"{labels_path}: a label image must be 2D (Y, X), got shape {labels.shape}{hint}")
     if image.ndim == 3 and image.shape[1:] == labels.shape and image.shape[:2] != labels.shape:
         image = np.moveaxis(image, 0, -1)  # channels first (a TIFF without axes metadata)
     if image.shape[:2] != labels.shape:
         raise InvalidImageError(f"{labels_path}: label image {labels.shape} and image {image.shape[:2]} differ in size; "
                                 "each label image must match its image pixel for pixel")
+    return image, _checked_ids(labels, labels_path)
+
+
+def _checked_ids(labels: np.ndarray, labels_path) -> np.ndarray:
+    """Labels as int32 whole numbers >= 0 (ids above ``DENSE_ID_LIMIT`` renumbered); InvalidImageError otherwise."""
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number) or (
             not np.issubdtype(labels.dtype, np.integer) and not np.array_equal(labels, np.round(labels))):
         raise InvalidImageError(f"{labels_path}: labels must be whole numbers (0 = background, one id per object), "
@@ -322,4 +395,38 @@ def checked_annotation(image: np.ndarray, labels: np.ndarray, labels_path) -> tu
         raise InvalidImageError(f"{labels_path}: labels must be >= 0 (0 = background), found {labels.min()}")
     if labels.max() > DENSE_ID_LIMIT:
         labels = relabel_sequential(labels.astype(np.int64))[0]
-    return image, labels.astype(np.int32)
+    return labels.astype(np.int32)
+
+
+def checked_volume_annotation(volume: np.ndarray, labels: np.ndarray, labels_path) -> tuple[np.ndarray, np.ndarray]:
+    """A volume and its label volume checked for 3D training: both ``(Z, Y, X)``, the same shape, labels whole
+    and >= 0. Raises :class:`~cytolens.errors.InvalidImageError` naming the file.
+
+    >>> checked_volume_annotation(np.zeros((4, 4)), np.zeros((4, 4), np.uint16), "a.tif")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cytolens.errors.InvalidImageError: a.tif: a volume model (architecture.dims: 3) trains on (Z, Y, X) label ...
+    """
+    if labels.ndim != 3:
+        raise InvalidImageError(f"{labels_path}: a volume model (architecture.dims: 3) trains on (Z, Y, X) label "
+                                f"volumes, got a {labels.ndim}D label image of shape {labels.shape}; train a 2D model "
+                                "(architecture.dims: 2) on images")
+    if volume.shape != labels.shape:
+        raise InvalidImageError(f"{labels_path}: label volume {labels.shape} and volume {volume.shape} differ in "
+                                "shape; a volume model takes one-channel (Z, Y, X) volumes matching their labels "
+                                "voxel for voxel")
+    return volume, _checked_ids(labels, labels_path)
+
+
+def check_volume_crop(config, data: PreparedData) -> None:
+    """InvalidParameterError when the (z, y, x) crop is larger than a training volume at the model's scale
+    (the crop would be mostly mirrored padding)."""
+    from cytolens.train.sampler import crop_shape
+
+    crop = crop_shape(config.optimization.crop_size, 3)
+    for name, sample in zip(data.split["train"], data.side("train")):
+        shape = sample.image.shape[1:]
+        if any(c > n for c, n in zip(crop, shape)):
+            raise InvalidParameterError(
+                f"optimization.crop_size {list(crop)} (z, y, x) is larger than training volume {name!r} at the "
+                f"model's scale {list(shape)} (Z resized by anisotropy {config.anisotropy:g}, objects to "
+                f"target_diameter {config.target_diameter:g}); give a crop no larger than the volumes")

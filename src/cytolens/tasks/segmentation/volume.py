@@ -393,24 +393,41 @@ def volume_outputs(predict, volume_zyxc: np.ndarray, out_channels: int, zoom: tu
 
 
 def _segment_native(package, volume, anisotropy, diameter, tile_size, overlap, postprocess) -> np.ndarray:
+    outputs, zoom = native_outputs(package, volume, anisotropy, diameter, tile_size, overlap)
+    return native_postprocess(package, outputs, zoom, **postprocess)
+
+
+def native_outputs(package: ModelPackage, volume_zyxc: np.ndarray, anisotropy: float, diameter: float | None,
+                   tile_size=TILE_3D, overlap=OVERLAP_3D) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The 3D network's outputs ``(K, Z, Y, X)`` for a ``(Z, Y, X, C)`` volume at its own voxel grid, and the
+    zoom (Z, Y, X) they were computed at (the native method before post-processing; threshold searches
+    post-process one set of outputs many times)."""
     schema = SCHEMAS[package.meta["schema"]]
     scale = 1.0 if diameter is None else package.meta["scale"]["target_diameter"] / diameter
     zoom = (anisotropy * scale, scale, scale)
     divisor = package.size_divisor
     tiles = tuple(-(-t // divisor) * divisor for t in np.broadcast_to(tile_size, 3))
     normalizer = PercentileNormalizer.from_meta(package.meta.get("normalization"))
-    lo, hi = normalizer.statistics(volume, spatial_ndim=3, per_channel=declared_channels(package.meta) is not None)
+    lo, hi = normalizer.statistics(volume_zyxc, spatial_ndim=3,
+                                   per_channel=declared_channels(package.meta) is not None)
     prepare = _VolumePreparer(lo, hi, normalizer, model_channels(package))
     predict = network_predictor(package.inference_network)
-    outputs = volume_outputs(predict, volume, schema.OUTPUT_CHANNELS, zoom, prepare, tiles,
+    outputs = volume_outputs(predict, volume_zyxc, schema.OUTPUT_CHANNELS, zoom, prepare, tiles,
                              tuple(np.broadcast_to(overlap, 3)), divisor)
+    return outputs, zoom
+
+
+def native_postprocess(package: ModelPackage, outputs: np.ndarray, zoom: tuple[float, float, float],
+                       **postprocess) -> np.ndarray:
+    """Labels from :func:`native_outputs`: the package's post-processing defaults updated by ``postprocess``,
+    sizes in the model's voxels converted to this volume's."""
     params = postprocess_params(package, postprocess)
     if "min_size" in params:  # voxels at the model's scale → voxels of this volume
         params["min_size"] = max(1, round(params["min_size"] / (zoom[0] * zoom[1] * zoom[2])))
     if params.get("smoothing", 0) > 0:
         params["smoothing"] = tuple(params["smoothing"] / f for f in zoom)
-    return schema.postprocess(outputs, **params)
+    return SCHEMAS[package.meta["schema"]].postprocess(outputs, **params)
 
 
-__all__ = ["METHODS", "check_anisotropy", "check_volume_shape", "estimate_volume_diameter", "segment_volume",
-           "split_at_necks", "stitch_planes", "volume_outputs"]
+__all__ = ["METHODS", "check_anisotropy", "check_volume_shape", "estimate_volume_diameter", "native_outputs",
+           "native_postprocess", "segment_volume", "split_at_necks", "stitch_planes", "volume_outputs"]

@@ -29,7 +29,7 @@ does not shorten the training): ``--minutes`` for the 5-image headline (10 by de
 first.
 
 Usage: nice -n 10 python benchmarks/human_in_the_loop.py [--minutes 10] [--small-minutes 4] [--counts 5 1 2 10]
-        [--dataset dsb-stained|usiigaci]
+        [--dataset dsb-stained|usiigaci] [--learning-rate 1e-4]
 Writes benchmarks/results/human_in_the_loop[_usiigaci].{md,csv} (rewritten after every point).
 """
 
@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[5, 1, 2, 10])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="dsb-stained")
+    parser.add_argument("--learning-rate", type=float, default=1e-4,
+                        help="the fine-tune's peak learning rate (finetune's default 1e-4); another value writes "
+                             "results files named ..._lr<value>")
     args = parser.parse_args()
     import torch
 
@@ -156,6 +159,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     data = DATASETS[args.dataset]
+    if args.learning_rate != 1e-4:
+        data = data._replace(suffix=f"{data.suffix}_lr{args.learning_rate:g}",
+                             text=f"{data.text} Fine-tuning learning rate {args.learning_rate:g} (default 1e-4).")
     pool, held = choose_images(args.seed, args.dataset)
     info = {"machine": machine(), "held_out": held, "corrections_order": pool,
             "note": "Cellpose's own fine-tuning curve is not here: its pretrained weights cannot be downloaded on "
@@ -175,7 +181,7 @@ def main() -> None:
         tick = time.perf_counter()
         result = cytolens.finetune([data.images / f"{i}.tif" for i in corrected], data.labels,
                                    work / f"k{count}", model="nuclei", minutes=minutes, cpu_budget=True,
-                                   progress=False, seed=args.seed)
+                                   progress=False, seed=args.seed, learning_rate=args.learning_rate)
         trained = time.perf_counter() - tick
         flt = "refitted" if isinstance(result.object_filter, dict) else "none"
         for name, ids in held.items():

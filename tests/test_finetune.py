@@ -136,7 +136,8 @@ def test_labels_are_matched_by_stem_with_or_without_a_suffix(tmp_path):
         match_labels(images, tmp_path / "a/labels")
 
 
-@pytest.mark.parametrize("case", ["no label file", "empty corrections", "no images", "output exists", "no folder"])
+@pytest.mark.parametrize("case", ["no label file", "empty corrections", "no images", "output exists", "no folder",
+                                  "learning rate 0"])
 def test_bad_inputs_give_one_line_errors(parent, tmp_path, case):
     images = write_set(tmp_path / "lab", [1, 2], inverted=True)
     labels = tmp_path / "lab/labels"
@@ -154,15 +155,19 @@ def test_bad_inputs_give_one_line_errors(parent, tmp_path, case):
     elif case == "output exists":
         (tmp_path / "ft").mkdir()
         expected = "exists; pass overwrite=True (--overwrite)"
-    else:
+    elif case == "no folder":
         labels = tmp_path / "nowhere"
         expected = "folder not found"
+    else:
+        args += ["--learning-rate", "0"]
+        expected = "learning_rate must be a number between 0 and 1"
     result = CliRunner().invoke(app, ["finetune", *args, "--labels", str(labels), "--model", str(parent),
                                       "-o", str(tmp_path / "ft"), "--minutes", "0.05", "--quiet"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "ft").exists() or case == "output exists"  # nothing written
 
 
 def test_empty_correction_set_in_python(parent, tmp_path):

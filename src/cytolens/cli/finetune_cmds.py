@@ -40,6 +40,9 @@ def finetune_command(
     minutes: float = typer.Option(10.0, "--minutes", help="Training time budget in minutes."),
     cpu_time: bool = typer.Option(False, "--cpu-time", help="Count the budget as this process's CPU time (fair "
                                   "on a busy machine) rather than wall-clock time."),
+    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="Peak learning rate. Higher adapts faster "
+                                        "to images very unlike the model's (another modality) but forgets more on "
+                                        "images like its own (benchmarks/human_in_the_loop.py --learning-rate)."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model package."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
@@ -48,7 +51,7 @@ def finetune_command(
     from cytolens.api import finetune
 
     _report(finetune(_image_files(images), labels, output, model=model, minutes=minutes, overwrite=overwrite,
-                     progress=not quiet, seed=seed, cpu_budget=cpu_time))
+                     progress=not quiet, seed=seed, cpu_budget=cpu_time, learning_rate=learning_rate))
 
 
 @user_errors

@@ -229,6 +229,8 @@ def finetune(images: Sequence[str | os.PathLike], labels: str | os.PathLike, out
         raise InvalidParameterError(f"minutes must be a positive number, got {minutes!r}")
     if precision not in ("auto", "float32", "bfloat16"):
         raise InvalidParameterError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float) or not 0 < learning_rate < 1:
+        raise InvalidParameterError(f"learning_rate must be a number between 0 and 1, got {learning_rate!r}")
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass overwrite=True (--overwrite) or choose another output")

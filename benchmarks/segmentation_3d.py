@@ -7,7 +7,8 @@ native for a 3D package, slices for a 2D one). ``--models`` takes bundled names 
 
 ``--diameter estimate`` (default): slices estimate the diameter once per volume as a user would run it
 (since session 22: the median of the 2D estimates on the 5 planes with the most contrast,
-``volume.estimate_volume_diameter``); native runs at the model's own scale (diameter None).
+``volume.estimate_volume_diameter``); native is given no diameter either (since session 23: a first pass at the
+model's own scale, then a second at its objects' median sphere diameter when that is more than 10 % off).
 ``--diameter truth``: each method is GIVEN the truth's median object diameter in the representation it
 was trained on: slices the median equivalent-circle diameter of the objects' cross-sections over all
 planes, native the median equivalent-sphere diameter (XY pixels, Z steps counted as ``anisotropy`` pixels).
@@ -185,7 +186,8 @@ def main() -> None:
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
               f"commit {info['commit']}. "
               + ("Diameter estimated once per volume for slices (median over the 5 most contrasted planes), "
-                 "the model's own scale for native." if args.diameter == "estimate" else
+                 "none given to native (a first pass at the model's scale, a second at its objects' median size when "
+                 "that is more than 10 % off)." if args.diameter == "estimate" else
                  "Diameter given from the truth: median cross-section diameter for slices, median "
                  "equivalent-sphere diameter for native (XY pixels); QCANet's anisotropy from the truth's shapes.")),
              "",

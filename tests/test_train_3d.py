@@ -130,3 +130,21 @@ def test_a_crop_deeper_than_the_volumes_is_a_one_line_error(tmp_path):
     message = str(caught.value)
     assert "larger than training volume" in message and "\n" not in message
     assert not (tmp_path / "model").exists()
+
+
+def test_without_a_diameter_a_volume_is_segmented_again_at_its_objects_size(trained_3d):
+    """Nuclei 1.5x the model's size: the first pass (at the model's scale) measures them, a second pass runs at
+    that size, exactly as if that diameter had been given, and does no worse than the first pass."""
+    from cytolens.tasks.segmentation.training import median_sphere_diameter
+
+    volume, truth = synthetic_nuclei_3d((24, 72, 72), n_nuclei=5, diameter_range=(17, 21), anisotropy=ANISOTROPY,
+                                        touching_fraction=0.3, seed=100)
+    options = {"model": trained_3d.package, "axes": "ZYX", "anisotropy": ANISOTROPY}
+    first_pass = cytolens.segment(volume, diameter=12, **options)  # the model's own scale
+    estimate = median_sphere_diameter(first_pass, ANISOTROPY)
+    assert estimate > 12 * 1.1  # off by more than the tolerance: a second pass is due
+    labels = cytolens.segment(volume, **options)
+    assert np.array_equal(labels, cytolens.segment(volume, diameter=estimate, **options))
+    truth = truth.astype(np.int64)
+    assert (match(truth, labels.astype(np.int64), 0.5).average_precision
+            >= match(truth, first_pass.astype(np.int64), 0.5).average_precision)

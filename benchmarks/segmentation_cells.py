@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--cellpose", type=Path, help="folder of the Cellpose peer's model and predictions")
     parser.add_argument("--cellpose-venv", type=Path, default=Path("/work/peer-venvs/cellpose"))
     parser.add_argument("--cellpose-minutes", type=float, default=40.0, help="Cellpose's training budget")
+    parser.add_argument("--name", default="segmentation_cells", help="results file names (benchmarks/results/NAME.*)")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"Usiigaci data not found at {DATA}")
@@ -186,13 +187,14 @@ def main() -> None:
         sys.exit("nothing to do: give --oracle and/or --models")
     table = pd.DataFrame(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS / "segmentation_cells.csv", index=False)
+    table.to_csv(RESULTS / f"{args.name}.csv", index=False)
     summary = table.groupby(["kind", "method"], sort=False)[["ap50", "ap75", "dsb2018", "seconds"]].mean()
     info = machine()
     lines = ["# Whole cells: held-out Usiigaci sets (" + ", ".join(test_ids()) + ")", "",
              ("Made by `benchmarks/segmentation_cells.py` "
               f"({'--oracle ' if args.oracle else ''}{'--models ' + ' '.join(args.models) if args.models else ''}"
-              f"{' --cellpose ' + str(args.cellpose) if args.cellpose else ''})."),
+              f"{' --cellpose ' + str(args.cellpose) if args.cellpose else ''}"
+              f"{' --name ' + args.name if args.name != 'segmentation_cells' else ''})."),
              (f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
               f"commit {info['commit']}."), "",
              ("oracle = the schema's own targets (from the truth) as perfect network outputs, post-processed with the "
@@ -202,7 +204,7 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     for (kind, method), row in summary.iterrows():
         lines.append(f"| {kind} | {method} | {row.ap50:.3f} | {row.ap75:.3f} | {row.dsb2018:.3f} | {row.seconds:.2f} |")
-    (RESULTS / "segmentation_cells.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     if args.record:
         record_scores(table, args.models, info)
     print("\n".join(lines))

@@ -13,7 +13,9 @@ def test_peers_speed_times_cytolens_and_says_which_peers_it_skipped(tmp_path, be
     rows = report["results"]["128"]
     # StarDist is skipped: there is no trained model at that path
     assert set(rows) == {model + kind for model in ("nuclei", "nuclei_fast")
-                         for kind in ("", " (bfloat16)", " network only")}
+                         for kind in ("", " (bfloat16)", " network only", ", diameter estimated")}
+    assert rows["nuclei, diameter estimated"]["network_kmacs_per_pixel"] == rows["nuclei"]["network_kmacs_per_pixel"]
+    assert all(row["speed_vs_stardist"] is None for row in rows.values())  # StarDist did not run
     assert rows["nuclei"]["relative_to_reference"] == 1.0
     assert 100 < rows["nuclei"]["network_kmacs_per_pixel"] < 400  # 184 k: base width 32, depth 4
     assert rows["nuclei_fast"]["network_kmacs_per_pixel"] < 100  # a quarter of that: base width 16

@@ -104,8 +104,7 @@ class SegmentationTask:
         from cytolens.train.checks import check_receptive_field, object_diameters
 
         if config.architecture.dims == 3:  # equivalent-sphere diameters at the model's (cubic) scale
-            diameters = np.concatenate([(6 * v[v > 0] / np.pi) ** (1 / 3)
-                                        for v in (np.bincount(s.labels.ravel())[1:] for s in train_samples)])
+            diameters = np.concatenate([seg.sphere_diameters(s.labels) for s in train_samples])
         else:
             diameters = object_diameters(s.labels for s in train_samples)
         message = check_receptive_field(diameters, config.architecture.depth,

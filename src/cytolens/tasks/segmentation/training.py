@@ -88,17 +88,22 @@ def prepare_sample(image, labels, schema: str, target_diameter: float,
     return Sample(x.astype(np.float32), lab, t.astype(np.float32), stratum)
 
 
-def median_sphere_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float:
-    """Median equivalent-sphere diameter (XY pixels) of the objects of a ``(Z, Y, X)`` label volume whose Z step
-    is ``anisotropy`` XY pixels (0 if none).
+def sphere_diameters(labels: np.ndarray, anisotropy: float = 1.0) -> np.ndarray:
+    """Equivalent-sphere diameters (XY pixels) of the objects of a ``(Z, Y, X)`` label volume whose Z step is
+    ``anisotropy`` XY pixels, one per id present.
 
     >>> ball = np.zeros((20, 20, 20), int); ball[5:15, 5:15, 5:15] = 1  # a 10-voxel cube
-    >>> round(median_sphere_diameter(ball), 2), round(median_sphere_diameter(ball[::2], anisotropy=2), 2)
-    (12.41, 12.41)
+    >>> sphere_diameters(ball).round(2), sphere_diameters(ball[::2], anisotropy=2).round(2)
+    (array([12.41]), array([12.41]))
     """
     volumes = np.bincount(np.asarray(labels).ravel())[1:]
-    volumes = volumes[volumes > 0] * float(anisotropy)
-    return float(np.median((6 * volumes / np.pi) ** (1 / 3))) if len(volumes) else 0.0
+    return (6 * volumes[volumes > 0] * float(anisotropy) / np.pi) ** (1 / 3)
+
+
+def median_sphere_diameter(labels: np.ndarray, anisotropy: float = 1.0) -> float:
+    """Median of :func:`sphere_diameters` (0 if there is no object)."""
+    diameters = sphere_diameters(labels, anisotropy)
+    return float(np.median(diameters)) if len(diameters) else 0.0
 
 
 def median_cross_section_diameter(labels: np.ndarray) -> float:
